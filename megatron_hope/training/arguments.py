@@ -1,0 +1,190 @@
+"""`hope-pretrain` flags: Megatron-LM's names and meanings, plus the HoPE rotary flags."""
+
+from __future__ import annotations
+
+import argparse
+
+from megatron_hope.megatron.model import (
+    FP8_FORMATS,
+    NORMALIZATIONS,
+    TRANSFORMER_IMPLS,
+    ModelArchitecture,
+)
+from megatron_hope.rope.config import PositionEncodingConfig
+from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
+from megatron_hope.training.config import LR_DECAY_STYLES, PretrainConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hope-pretrain",
+        description="Pretrain a megatron-core GPT model with HoPE (or RoPE, p-RoPE, NoPE, AB1-3). "
+        "Without --data-path it trains the embedded default: a small HoPE model on a sample "
+        "corpus built from this machine's Python standard library.",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--num-layers", type=int, default=4)
+    model.add_argument("--hidden-size", type=int, default=256)
+    model.add_argument("--ffn-hidden-size", type=int, default=None)
+    model.add_argument("--num-attention-heads", type=int, default=4)
+    model.add_argument("--kv-channels", type=int, default=None,
+                       help="head dim d; default hidden-size / num-attention-heads")
+    model.add_argument("--group-query-attention", action="store_true")
+    model.add_argument("--num-query-groups", type=int, default=None)
+    model.add_argument("--seq-length", type=int, default=256)
+    model.add_argument("--max-position-embeddings", type=int, default=None)
+    model.add_argument("--swiglu", action="store_true")
+    model.add_argument("--normalization", choices=NORMALIZATIONS, default="LayerNorm")
+    model.add_argument("--untie-embeddings-and-output-weights", action="store_true")
+    model.add_argument("--disable-bias-linear", action="store_true")
+    model.add_argument("--init-method-std", type=float, default=0.02)
+    model.add_argument("--hidden-dropout", type=float, default=0.0)
+    model.add_argument("--attention-dropout", type=float, default=0.0)
+    model.add_argument("--transformer-impl", choices=TRANSFORMER_IMPLS, default="local")
+    model.add_argument("--bf16", action="store_true")
+    model.add_argument("--fp8-format", choices=FP8_FORMATS, default=None)
+    model.add_argument("--apply-rope-fusion", action="store_true")
+
+    rope = parser.add_argument_group("position encoding")
+    # Not `choices=`: an unknown type gets the library's message, which lists the valid ones.
+    rope.add_argument("--position-embedding-type", default="hope",
+                      help=f"one of {', '.join(POSITION_ENCODING_TYPES)} (default hope)")
+    rope.add_argument("--rotary-base", type=float, default=10000.0)
+    rope.add_argument("--hope-train-length", type=int, default=None,
+                      help="L of the HoPE paper's eq. 6 (default: --seq-length)")
+    rope.add_argument("--rope-fraction", type=float, default=None,
+                      help="p-RoPE: fraction of pairs (highest frequencies first) that rotate")
+
+    parallel = parser.add_argument_group("parallelism")
+    parallel.add_argument("--tensor-model-parallel-size", type=int, default=1)
+    parallel.add_argument("--pipeline-model-parallel-size", type=int, default=1)
+    parallel.add_argument("--context-parallel-size", type=int, default=1)
+    parallel.add_argument("--use-distributed-optimizer", action="store_true")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--micro-batch-size", type=int, default=8)
+    training.add_argument("--global-batch-size", type=int, default=None)
+    training.add_argument("--train-iters", type=int, default=300)
+    training.add_argument("--lr", type=float, default=1e-3)
+    training.add_argument("--min-lr", type=float, default=1e-4)
+    training.add_argument("--lr-warmup-iters", type=int, default=20)
+    training.add_argument("--lr-decay-style", choices=LR_DECAY_STYLES, default="cosine")
+    training.add_argument("--lr-decay-iters", type=int, default=None)
+    training.add_argument("--weight-decay", type=float, default=0.01)
+    training.add_argument("--adam-beta1", type=float, default=0.9)
+    training.add_argument("--adam-beta2", type=float, default=0.999)
+    training.add_argument("--adam-eps", type=float, default=1e-8)
+    training.add_argument("--clip-grad", type=float, default=1.0)
+    training.add_argument("--seed", type=int, default=1234)
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-path", nargs="+", default=None,
+                      help="PREFIX or 'W1 PREFIX1 W2 PREFIX2 ...' of Megatron .bin/.idx files")
+    data.add_argument("--split", default="969,30,1")
+    data.add_argument("--tokenizer-type", default="HuggingFaceTokenizer")
+    data.add_argument("--tokenizer-model", default=None)
+    data.add_argument("--data-cache-path", default=None)
+
+    ckpt = parser.add_argument_group("checkpointing")
+    ckpt.add_argument("--save", default=None)
+    ckpt.add_argument("--load", default=None)
+    ckpt.add_argument("--save-interval", type=int, default=None)
+    ckpt.add_argument("--no-load-optim", action="store_true")
+    ckpt.add_argument("--no-load-rng", action="store_true")
+    ckpt.add_argument("--exit-interval", type=int, default=None)
+    ckpt.add_argument("--exit-signal-handler", action="store_true")
+
+    log = parser.add_argument_group("logging and evaluation")
+    log.add_argument("--eval-interval", type=int, default=100)
+    log.add_argument("--eval-iters", type=int, default=10)
+    log.add_argument("--log-interval", type=int, default=10)
+    log.add_argument("--tensorboard-dir", default=None)
+    log.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    """Validated config; raises ValueError naming the flag at fault."""
+    if args.num_query_groups is not None and not args.group_query_attention:
+        raise ValueError("--num-query-groups needs --group-query-attention")
+    if args.group_query_attention and args.num_query_groups is None:
+        raise ValueError("--group-query-attention needs --num-query-groups")
+    head_dim = args.kv_channels or args.hidden_size // max(1, args.num_attention_heads)
+    encoding = PositionEncodingConfig(
+        position_embedding_type=args.position_embedding_type,
+        kv_channels=head_dim,
+        rotary_base=args.rotary_base,
+        hope_train_length=args.hope_train_length or args.seq_length,
+        rope_fraction=args.rope_fraction,
+    )
+    arch = ModelArchitecture(
+        num_layers=args.num_layers,
+        hidden_size=args.hidden_size,
+        num_attention_heads=args.num_attention_heads,
+        seq_length=args.seq_length,
+        ffn_hidden_size=args.ffn_hidden_size,
+        num_query_groups=args.num_query_groups,
+        kv_channels=args.kv_channels,
+        max_position_embeddings=args.max_position_embeddings,
+        position_encoding=encoding,
+        swiglu=args.swiglu,
+        normalization=args.normalization,
+        untie_embeddings_and_output_weights=args.untie_embeddings_and_output_weights,
+        add_bias_linear=not args.disable_bias_linear,
+        init_method_std=args.init_method_std,
+        hidden_dropout=args.hidden_dropout,
+        attention_dropout=args.attention_dropout,
+        transformer_impl=args.transformer_impl,
+        bf16=args.bf16,
+        fp8_format=args.fp8_format,
+        apply_rope_fusion=args.apply_rope_fusion,
+    )
+    return PretrainConfig(
+        arch=arch,
+        tensor_model_parallel_size=args.tensor_model_parallel_size,
+        pipeline_model_parallel_size=args.pipeline_model_parallel_size,
+        context_parallel_size=args.context_parallel_size,
+        use_distributed_optimizer=args.use_distributed_optimizer,
+        micro_batch_size=args.micro_batch_size,
+        global_batch_size=args.global_batch_size,
+        train_iters=args.train_iters,
+        lr=args.lr,
+        min_lr=args.min_lr,
+        lr_warmup_iters=args.lr_warmup_iters,
+        lr_decay_style=args.lr_decay_style,
+        lr_decay_iters=args.lr_decay_iters,
+        weight_decay=args.weight_decay,
+        adam_beta1=args.adam_beta1,
+        adam_beta2=args.adam_beta2,
+        adam_eps=args.adam_eps,
+        clip_grad=args.clip_grad,
+        seed=args.seed,
+        data_path=tuple(args.data_path) if args.data_path else None,
+        split=args.split,
+        tokenizer_type=args.tokenizer_type,
+        tokenizer_model=args.tokenizer_model,
+        data_cache_path=args.data_cache_path,
+        save=args.save,
+        load=args.load,
+        save_interval=args.save_interval,
+        no_load_optim=args.no_load_optim,
+        no_load_rng=args.no_load_rng,
+        exit_interval=args.exit_interval,
+        exit_signal_handler=args.exit_signal_handler,
+        eval_interval=args.eval_interval,
+        eval_iters=args.eval_iters,
+        log_interval=args.log_interval,
+        tensorboard_dir=args.tensorboard_dir,
+        progress=not args.no_progress,
+    )
+
+
+def parse_config(argv: list[str] | None = None) -> PretrainConfig:
+    """Parse flags into a config; bad values exit with status 2 and the message, like argparse."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+        raise  # unreachable: parser.error exits

@@ -1,0 +1,238 @@
+"""Megatron-layout checkpoints through megatron-core's `dist_checkpointing` (torch_dist format).
+
+Layout under `--save DIR` (the same as Megatron-LM, so its tools find their way around):
+
+    DIR/iter_0000100/                  dist_checkpointing shards + common state
+    DIR/iter_0000100/hope_run.json     run settings (position encoding, model shape, layout)
+    DIR/latest_checkpointed_iteration.txt
+
+A checkpoint is written into `iter_XXXXXXX.incomplete/`, renamed when every rank has finished,
+and only then named in the tracker (written to a temporary file and renamed), so a preempted
+save never leaves a directory or tracker that could be taken for a whole checkpoint.
+
+Model and optimizer state are sharded tensors: a checkpoint saved at one TP/PP/DP layout loads
+at another (the distributed optimizer saves the `fully_reshardable` form for that reason).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+logger = logging.getLogger(__name__)
+
+TRACKER_FILENAME = "latest_checkpointed_iteration.txt"
+RUN_METADATA_FILENAME = "hope_run.json"
+OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "fully_reshardable"}
+
+
+def checkpoint_dir(save_dir: str | Path, iteration: int) -> Path:
+    return Path(save_dir) / f"iter_{iteration:07d}"
+
+
+def read_tracker(load_dir: str | Path) -> int:
+    """The iteration named by the tracker file; a clear error if it is missing or malformed."""
+    tracker = Path(load_dir) / TRACKER_FILENAME
+    if not tracker.is_file():
+        raise ValueError(
+            f"--load {load_dir}: no {TRACKER_FILENAME}; is it a directory written by "
+            "hope-pretrain --save (an interrupted first save leaves none)?"
+        )
+    text = tracker.read_text().strip()
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{tracker}: expected an iteration number, found {text!r}") from None
+
+
+def read_run_metadata(load_dir: str | Path, iteration: int | None = None) -> dict[str, Any]:
+    """The run settings saved beside a checkpoint (latest one by default)."""
+    if iteration is None:
+        iteration = read_tracker(load_dir)
+    path = checkpoint_dir(load_dir, iteration) / RUN_METADATA_FILENAME
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: the checkpoint directory is incomplete")
+    return json.loads(path.read_text())
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "random": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["random"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _rng_sharded_object(state: dict[str, Any] | None) -> ShardedObject:
+    # One RNG state per (pipeline, tensor) rank; data-parallel replicas hold the same one.
+    return ShardedObject(
+        "rng_state",
+        state,
+        (
+            parallel_state.get_pipeline_model_parallel_world_size(),
+            parallel_state.get_tensor_model_parallel_world_size(),
+        ),
+        (
+            parallel_state.get_pipeline_model_parallel_rank(),
+            parallel_state.get_tensor_model_parallel_rank(),
+        ),
+        replica_id=parallel_state.get_data_parallel_rank(),
+    )
+
+
+def _model_sharded_state_dict(model_chunks) -> dict[str, Any]:
+    if len(model_chunks) == 1:
+        return {"model": model_chunks[0].sharded_state_dict()}
+    return {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(model_chunks)}
+
+
+def _layout() -> dict[str, int]:
+    return {
+        "tensor_model_parallel_size": parallel_state.get_tensor_model_parallel_world_size(),
+        "pipeline_model_parallel_size": parallel_state.get_pipeline_model_parallel_world_size(),
+        "data_parallel_size": parallel_state.get_data_parallel_world_size(),
+    }
+
+
+@dataclass
+class TrainingState:
+    """What a resumed run continues from."""
+
+    iteration: int = 0
+    consumed_train_samples: int = 0
+
+
+def save_checkpoint(
+    save_dir: str | Path,
+    state: TrainingState,
+    model_chunks,
+    optimizer,
+    scheduler,
+    run_metadata: dict[str, Any],
+) -> Path:
+    """Save on every rank; returns the final checkpoint directory.
+
+    `model_chunks` are the unwrapped megatron-core models (one per virtual stage).
+    """
+    final = checkpoint_dir(save_dir, state.iteration)
+    staging = final.with_name(final.name + ".incomplete")
+    rank = dist.get_rank()
+    if rank == 0:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        if staging.exists():
+            shutil.rmtree(staging)  # left by a save that was killed midway
+        staging.mkdir()
+    dist.barrier()
+
+    sharded = _model_sharded_state_dict(model_chunks)
+    model_state = sharded["model"] if len(model_chunks) == 1 else sharded
+    if optimizer is not None:
+        sharded["optimizer"] = optimizer.sharded_state_dict(
+            model_state, is_loading=False, metadata=OPTIMIZER_SHARDING
+        )
+    sharded["opt_param_scheduler"] = scheduler.state_dict() if scheduler is not None else None
+    sharded["iteration"] = state.iteration
+    sharded["consumed_train_samples"] = state.consumed_train_samples
+    sharded["rng_state"] = _rng_sharded_object(_rng_state())
+    dist_checkpointing.save(sharded, str(staging), content_metadata=dict(OPTIMIZER_SHARDING))
+    dist.barrier()
+
+    if rank == 0:
+        metadata = dict(run_metadata, iteration=state.iteration,
+                        consumed_train_samples=state.consumed_train_samples, layout=_layout())
+        (staging / RUN_METADATA_FILENAME).write_text(json.dumps(metadata, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        tracker = Path(save_dir) / TRACKER_FILENAME
+        tmp = tracker.with_name(tracker.name + ".tmp")
+        tmp.write_text(f"{state.iteration}\n")
+        os.replace(tmp, tracker)
+    dist.barrier()
+    return final
+
+
+def load_checkpoint(
+    load_dir: str | Path,
+    model_chunks,
+    optimizer,
+    scheduler,
+    load_optimizer: bool = True,
+    load_rng: bool = True,
+) -> tuple[TrainingState, dict[str, Any]]:
+    """Load the tracker's checkpoint into the given objects; returns the state and metadata.
+
+    RNG states are restored only when the checkpoint's TP/PP layout equals the current one (they
+    are per model-parallel rank); optimizer and model state reshard to any layout.
+    """
+    iteration = read_tracker(load_dir)
+    directory = checkpoint_dir(load_dir, iteration)
+    if not directory.is_dir():
+        raise ValueError(
+            f"--load {load_dir}: {TRACKER_FILENAME} names iteration {iteration} but "
+            f"{directory} does not exist"
+        )
+    metadata = read_run_metadata(load_dir, iteration)
+    saved_layout = metadata.get("layout", {})
+    current = _layout()
+    same_model_parallel = all(
+        saved_layout.get(key) == current[key]
+        for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size")
+    )
+    if load_rng and not same_model_parallel:
+        logger.info("checkpoint layout %s differs from %s: RNG states not restored",
+                    saved_layout, current)
+        load_rng = False
+
+    sharded = _model_sharded_state_dict(model_chunks)
+    model_state = sharded["model"] if len(model_chunks) == 1 else sharded
+    if load_optimizer and optimizer is not None:
+        content = dist_checkpointing.load_content_metadata(str(directory)) or OPTIMIZER_SHARDING
+        sharded["optimizer"] = optimizer.sharded_state_dict(
+            model_state, is_loading=True, metadata=content
+        )
+    if load_rng:
+        sharded["rng_state"] = _rng_sharded_object(None)
+    loaded = dist_checkpointing.load(sharded, str(directory))
+
+    if len(model_chunks) == 1:
+        model_chunks[0].load_state_dict(loaded["model"])
+    else:
+        for i, chunk in enumerate(model_chunks):
+            chunk.load_state_dict(loaded[f"model{i}"])
+    if load_optimizer and optimizer is not None:
+        optimizer.load_state_dict(loaded["optimizer"])
+        if scheduler is not None and loaded.get("opt_param_scheduler") is not None:
+            scheduler.load_state_dict(loaded["opt_param_scheduler"])
+    if load_rng:
+        _set_rng_state(loaded["rng_state"])
+    state = TrainingState(
+        iteration=int(loaded["iteration"]),
+        consumed_train_samples=int(loaded["consumed_train_samples"]),
+    )
+    return state, metadata

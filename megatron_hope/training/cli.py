@@ -1,0 +1,95 @@
+"""`hope-pretrain`: pretrain a megatron-core GPT model with HoPE.
+
+    # Embedded default: a small HoPE model on CPU, on a sample corpus made from this machine's
+    # Python standard library (no download, a few minutes on 2 cores)
+    hope-pretrain
+
+    # One node, 8 GPUs (or 8 CPU processes with gloo)
+    torchrun --nproc-per-node 8 -m megatron_hope.training.cli --tensor-model-parallel-size 2 \
+        --data-path 1.0 /data/redpajama_text_document --tokenizer-model /data/tokenizer.json ...
+
+    # Slurm: one task per GPU; MASTER_ADDR is derived from SLURM_JOB_NODELIST
+    srun --ntasks-per-node 8 hope-pretrain ...   (see examples/)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+from megatron_hope.training.arguments import parse_config
+from megatron_hope.training.config import DEFAULT_RUN_DIR, PretrainConfig
+
+logger = logging.getLogger("megatron_hope")
+
+
+def with_embedded_sample(config: PretrainConfig, run_dir: Path = DEFAULT_RUN_DIR) -> PretrainConfig:
+    """Point a config without --data-path at the sample corpus (built once, by rank 0)."""
+    from megatron_hope.data.sample_data import prepare_sample_data
+
+    if dist.get_rank() == 0:
+        sample = prepare_sample_data(run_dir / "data")
+    dist.barrier()
+    if dist.get_rank() != 0:
+        sample = prepare_sample_data(run_dir / "data")
+    return config.replace(
+        data_path=(str(sample.data_prefix),),
+        tokenizer_type="HuggingFaceTokenizer",
+        tokenizer_model=str(sample.tokenizer_path),
+        save=config.save or str(run_dir / "checkpoints"),
+        tensorboard_dir=config.tensorboard_dir or str(run_dir / "tensorboard"),
+    )
+
+
+def run(config: PretrainConfig):
+    """Library entry: resolve data and tokenizer, then pretrain. Returns the PretrainResult."""
+    from megatron_hope.data.tokenizer import build_tokenizer
+    from megatron_hope.training.distributed import initialize_distributed, shutdown_distributed
+    from megatron_hope.training.loop import pretrain
+
+    # The tokenizer is checked before any process group or data work starts.
+    if config.data_path is not None:
+        build_tokenizer(config.tokenizer_type, config.tokenizer_model)
+    created = not dist.is_initialized()
+    initialize_distributed(config.tensor_model_parallel_size, config.pipeline_model_parallel_size)
+    try:
+        if config.data_path is None:
+            config = with_embedded_sample(config)
+        tokenizer = build_tokenizer(config.tokenizer_type, config.tokenizer_model)
+        result = pretrain(config, tokenizer)
+        return config, result
+    finally:
+        shutdown_distributed(destroy_process_group=created)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    config = parse_config(argv)
+    try:
+        config, result = run(config)
+    except ValueError as error:
+        print(f"hope-pretrain: error: {error}", file=sys.stderr)
+        return 2
+    if result.train_losses:
+        first, last = min(result.train_losses), max(result.train_losses)
+        print(f"done: {result.final_iteration} iterations ({result.exit_reason}); lm loss "
+              f"{result.train_losses[first]:.4f} (it {first}) -> "
+              f"{result.train_losses[last]:.4f} (it {last}); "
+              f"{result.tokens_per_second:.0f} tokens/s")
+        if result.validation_losses:
+            iters = sorted(result.validation_losses)
+            print("validation lm loss: " + ", ".join(
+                f"{result.validation_losses[i]:.4f} (it {i})" for i in iters))
+        if result.last_checkpoint:
+            print(f"checkpoint: {result.last_checkpoint}")
+        if config.tensorboard_dir:
+            print(f"tensorboard: tensorboard --logdir {config.tensorboard_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

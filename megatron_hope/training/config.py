@@ -1,0 +1,192 @@
+"""Settings of one pretraining run, validated at construction.
+
+Field names are Megatron-LM's argument names (`--micro-batch-size` is `micro_batch_size`), so
+messages can name the flag to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from megatron_hope.megatron.model import ModelArchitecture
+
+LR_DECAY_STYLES = ("constant", "linear", "cosine", "inverse-square-root", "WSD")
+
+DEFAULT_RUN_DIR = Path("runs") / "hope-default"
+"""Where the embedded default run (no --data-path) keeps its data, checkpoints and logs."""
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: `micro_batch_size` -> `--micro-batch-size`."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """How `world_size` ranks split into tensor, pipeline and data parallel groups."""
+
+    world_size: int
+    tensor_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1
+
+    def __post_init__(self) -> None:
+        model_parallel = self.tensor_model_parallel_size * self.pipeline_model_parallel_size
+        if self.tensor_model_parallel_size < 1 or self.pipeline_model_parallel_size < 1:
+            raise ValueError("--tensor-model-parallel-size and --pipeline-model-parallel-size "
+                             "must be at least 1")
+        if self.world_size % model_parallel:
+            raise ValueError(
+                f"world size {self.world_size} is not divisible by --tensor-model-parallel-size "
+                f"({self.tensor_model_parallel_size}) x --pipeline-model-parallel-size "
+                f"({self.pipeline_model_parallel_size}); launch a multiple of {model_parallel} "
+                "processes"
+            )
+
+    @property
+    def data_parallel_size(self) -> int:
+        return self.world_size // (
+            self.tensor_model_parallel_size * self.pipeline_model_parallel_size
+        )
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything `hope-pretrain` needs to run; see `training.arguments` for the flags."""
+
+    arch: ModelArchitecture = field(default_factory=ModelArchitecture)
+    """Model shape, numerics and position encoding."""
+
+    # Parallelism.
+    tensor_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1
+    context_parallel_size: int = 1
+    """Context parallelism needs Transformer Engine's attention (GPU only)."""
+    use_distributed_optimizer: bool = False
+
+    # Batches and schedule.
+    micro_batch_size: int = 8
+    global_batch_size: int | None = None
+    """Default: micro_batch_size x data-parallel size (one micro-batch per rank per step)."""
+    train_iters: int = 300
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    lr_warmup_iters: int = 20
+    lr_decay_style: str = "cosine"
+    lr_decay_iters: int | None = None
+    """Default: train_iters."""
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+    seed: int = 1234
+
+    # Data.
+    data_path: tuple[str, ...] | None = None
+    """Megatron blend: `PREFIX` or `W1 PREFIX1 W2 PREFIX2 ...`; None runs the embedded sample."""
+    split: str = "969,30,1"
+    tokenizer_type: str = "HuggingFaceTokenizer"
+    tokenizer_model: str | None = None
+    data_cache_path: str | None = None
+
+    # Checkpoints.
+    save: str | None = None
+    load: str | None = None
+    save_interval: int | None = None
+    no_load_optim: bool = False
+    no_load_rng: bool = False
+    exit_interval: int | None = None
+    exit_signal_handler: bool = False
+
+    # Evaluation and logging.
+    eval_interval: int = 100
+    eval_iters: int = 10
+    log_interval: int = 10
+    tensorboard_dir: str | None = None
+    progress: bool = True
+    """tqdm progress bar on the logging rank."""
+
+    def __post_init__(self) -> None:
+        for name in ("micro_batch_size", "log_interval", "eval_interval", "seed"):
+            if getattr(self, name) < (0 if name == "seed" else 1):
+                raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
+        for name in ("train_iters", "eval_iters", "lr_warmup_iters"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.lr_decay_style not in LR_DECAY_STYLES:
+            raise ValueError(
+                f"--lr-decay-style {self.lr_decay_style!r} is not one of {', '.join(LR_DECAY_STYLES)}"
+            )
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"--min-lr ({self.min_lr}) must lie in [0, --lr ({self.lr})]")
+        if self.context_parallel_size != 1:
+            raise ValueError(
+                f"--context-parallel-size {self.context_parallel_size} needs Transformer Engine "
+                "attention, which this release does not wire up yet; use 1"
+            )
+        tp = self.tensor_model_parallel_size
+        if tp < 1:
+            raise ValueError(f"--tensor-model-parallel-size must be at least 1, got {tp}")
+        if self.arch.num_attention_heads % tp:
+            raise ValueError(
+                f"--num-attention-heads ({self.arch.num_attention_heads}) is not divisible by "
+                f"--tensor-model-parallel-size ({tp}); choose a TP size that divides it"
+            )
+        if self.arch.query_groups % tp:
+            raise ValueError(
+                f"--num-query-groups ({self.arch.query_groups}) is not divisible by "
+                f"--tensor-model-parallel-size ({tp})"
+            )
+        pp = self.pipeline_model_parallel_size
+        if pp < 1 or self.arch.num_layers % pp:
+            raise ValueError(
+                f"--num-layers ({self.arch.num_layers}) is not divisible by "
+                f"--pipeline-model-parallel-size ({pp})"
+            )
+        if self.save_interval is not None and self.save_interval < 1:
+            raise ValueError(f"--save-interval must be positive, got {self.save_interval}")
+        if self.save_interval is not None and self.save is None:
+            raise ValueError("--save-interval needs --save DIR to write checkpoints to")
+        if self.data_path is not None:
+            self._validate_data()
+
+    def _validate_data(self) -> None:
+        from megatron_hope.training.data import parse_data_path  # local: data imports megatron
+
+        for prefix in parse_data_path(self.data_path)[0]:
+            for suffix in (".bin", ".idx"):
+                if not os.path.isfile(prefix + suffix):
+                    raise ValueError(
+                        f"--data-path: {prefix + suffix} does not exist; pass the prefix of a "
+                        "Megatron .bin/.idx pair (without the suffix)"
+                    )
+        if self.tokenizer_model is None:
+            raise ValueError("--data-path needs --tokenizer-model (the tokenizer that wrote it)")
+
+    def layout(self, world_size: int) -> ParallelLayout:
+        """The parallel layout for `world_size` ranks, checked against the batch sizes."""
+        layout = ParallelLayout(
+            world_size, self.tensor_model_parallel_size, self.pipeline_model_parallel_size
+        )
+        per_step = self.micro_batch_size * layout.data_parallel_size
+        if self.resolved_global_batch_size(layout) % per_step:
+            raise ValueError(
+                f"--global-batch-size ({self.global_batch_size}) is not divisible by "
+                f"--micro-batch-size ({self.micro_batch_size}) x data-parallel size "
+                f"({layout.data_parallel_size})"
+            )
+        return layout
+
+    def resolved_global_batch_size(self, layout: ParallelLayout) -> int:
+        return self.global_batch_size or self.micro_batch_size * layout.data_parallel_size
+
+    def num_microbatches(self, layout: ParallelLayout) -> int:
+        return self.resolved_global_batch_size(layout) // (
+            self.micro_batch_size * layout.data_parallel_size
+        )
+
+    def replace(self, **changes) -> "PretrainConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,142 @@
+"""Process-group start-up for torchrun, Slurm's srun, or a plain single process.
+
+torchrun exports RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. srun exports
+SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID / SLURM_JOB_NODELIST but never a master address, so
+it is derived from the first host of the node list (as Megatron-LM's Slurm recipes do).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state, tensor_parallel
+
+from megatron_hope.megatron.cpu import enable_cpu_execution
+
+DEFAULT_SLURM_MASTER_PORT = 29500
+
+
+@dataclass(frozen=True)
+class LaunchEnvironment:
+    """Where this process sits in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+    launcher: str
+    """torchrun, slurm or single."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """First host of a Slurm node list, via `scontrol show hostnames` when available.
+
+    Falls back to expanding the first entry of the compact syntax (`node[003-005,9]` -> node003)
+    so that a node without scontrol in PATH still starts.
+    """
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout.split()
+        if out:
+            return out[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    first = re.split(r",(?![^\[]*\])", nodelist)[0]
+    match = re.match(r"^(.*?)\[([^\]]+)\]", first)
+    if not match:
+        return first
+    prefix, ranges = match.groups()
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def detect_launch_environment(environ: dict[str, str] | None = None) -> LaunchEnvironment:
+    """Read the launcher's variables (torchrun first, then Slurm, else one local process)."""
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return LaunchEnvironment(
+            rank=int(env["RANK"]),
+            world_size=int(env["WORLD_SIZE"]),
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT", DEFAULT_SLURM_MASTER_PORT)),
+            launcher="torchrun",
+        )
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
+        return LaunchEnvironment(
+            rank=int(env["SLURM_PROCID"]),
+            world_size=int(env["SLURM_NTASKS"]),
+            local_rank=int(env.get("SLURM_LOCALID", 0)),
+            master_addr=env.get("MASTER_ADDR") or first_slurm_host(nodelist),
+            master_port=int(env.get("MASTER_PORT", DEFAULT_SLURM_MASTER_PORT)),
+            launcher="slurm",
+        )
+    return LaunchEnvironment(0, 1, 0, "127.0.0.1", _free_port(), "single")
+
+
+def set_random_seed(seed: int) -> None:
+    """Megatron-LM's seeding: one seed per pipeline stage, and the TP-aware model-parallel RNG."""
+    stage_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
+    random.seed(stage_seed)
+    np.random.seed(stage_seed)
+    torch.manual_seed(stage_seed)
+    tensor_parallel.model_parallel_cuda_manual_seed(stage_seed)
+
+
+def initialize_distributed(
+    tensor_model_parallel_size: int = 1,
+    pipeline_model_parallel_size: int = 1,
+    context_parallel_size: int = 1,
+) -> LaunchEnvironment:
+    """Start torch.distributed (gloo on CPU, nccl on GPU) and megatron-core's parallel groups.
+
+    Reuses an already-initialised default process group (e.g. one made by a test harness).
+    """
+    cpu = enable_cpu_execution()
+    launch = detect_launch_environment()
+    if not dist.is_initialized():
+        if not cpu:
+            torch.cuda.set_device(launch.local_rank % torch.cuda.device_count())
+        dist.init_process_group(
+            backend="gloo" if cpu else "nccl",
+            init_method=f"tcp://{launch.master_addr}:{launch.master_port}",
+            rank=launch.rank,
+            world_size=launch.world_size,
+        )
+    else:
+        launch = LaunchEnvironment(
+            dist.get_rank(), dist.get_world_size(), launch.local_rank,
+            launch.master_addr, launch.master_port, launch.launcher,
+        )
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=tensor_model_parallel_size,
+            pipeline_model_parallel_size=pipeline_model_parallel_size,
+            context_parallel_size=context_parallel_size,
+        )
+    return launch
+
+
+def shutdown_distributed(destroy_process_group: bool) -> None:
+    """Tear down megatron-core's groups (and the default group if this module made it)."""
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if destroy_process_group and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,453 @@
+"""The pretraining loop, composed from megatron-core the way Megatron-LM's `training.py` is.
+
+Parts: `parallel_state` groups, one `HopeGPTModel` per pipeline stage wrapped in megatron-core's
+`DistributedDataParallel`, `get_megatron_optimizer` + `OptimizerParamScheduler`, the schedule from
+`get_forward_backward_func` (1F1B with pipeline parallelism), `GPTDataset` batches, and
+`dist_checkpointing` checkpoints. Works the same on CPU (gloo) and GPU (nccl).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+from megatron.core.distributed.finalize_model_grads import finalize_model_grads
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+from megatron.core.pipeline_parallel import get_forward_backward_func
+from megatron.core.transformer.module import Float16Module
+
+import megatron_hope
+from megatron_hope.megatron.model import (
+    build_model,
+    build_transformer_config,
+    padded_vocab_size,
+)
+from megatron_hope.training import checkpointing
+from megatron_hope.training.config import PretrainConfig
+from megatron_hope.training.data import DatasetSizes, build_gpt_datasets, micro_batches
+from megatron_hope.training.distributed import (
+    initialize_distributed,
+    set_random_seed,
+    shutdown_distributed,
+)
+from megatron_hope.training.reporting import (
+    IntervalStats,
+    Reporter,
+    format_iteration_line,
+    format_validation_line,
+)
+
+logger = logging.getLogger(__name__)
+
+LOSS_KEY = "lm loss"
+
+
+@dataclass
+class PretrainResult:
+    """What a run did, as seen from this rank (losses only on the last pipeline stage)."""
+
+    train_losses: dict[int, float] = field(default_factory=dict)
+    """Per iteration: the global-batch mean of the token loss."""
+    validation_losses: dict[int, float] = field(default_factory=dict)
+    grad_norms: dict[int, float] = field(default_factory=dict)
+    last_checkpoint: str | None = None
+    final_iteration: int = 0
+    tokens_per_second: float = 0.0
+    """Mean over the run's iterations after the first (which pays one-off set-up costs)."""
+    exit_reason: str = "finished"
+
+
+def _unwrap(model):
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
+    """Mean token loss of one micro-batch; the report is averaged over data-parallel ranks."""
+    losses = output_tensor.float().reshape(-1)
+    mask = loss_mask.float().reshape(-1)
+    loss = torch.sum(losses * mask) / mask.sum().clamp(min=1.0)
+    reported = loss.detach().clone()
+    group = parallel_state.get_data_parallel_group()
+    dist.all_reduce(reported, group=group)
+    reported /= dist.get_world_size(group)
+    return loss, {LOSS_KEY: reported}
+
+
+def forward_step(data_iterator, model):
+    """One micro-batch through one pipeline stage (megatron-core's forward_step_func contract)."""
+    batch = next(data_iterator)
+    output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+    return output, partial(loss_func, batch["loss_mask"])
+
+
+def _mean_loss(losses_reduced: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    if not losses_reduced:
+        return {}
+    return {
+        key: float(sum(item[key] for item in losses_reduced) / len(losses_reduced))
+        for key in losses_reduced[0]
+    }
+
+
+class _SignalFlag:
+    """Set by SIGTERM (`--exit-signal-handler`): the run saves and stops at the next step."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.received = False
+        self._previous = None
+        if enabled:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+    def any_rank(self) -> bool:
+        flag = torch.tensor([1.0 if self.received else 0.0])
+        dist.all_reduce(flag)
+        return bool(flag.item() > 0)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class Trainer:
+    """State and steps of one run; `pretrain` drives it."""
+
+    def __init__(self, config: PretrainConfig, tokenizer) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.layout = config.layout(dist.get_world_size())
+        self.global_batch_size = config.resolved_global_batch_size(self.layout)
+        self.num_microbatches = config.num_microbatches(self.layout)
+        arch = dataclasses.replace(config.arch, vocab_size=tokenizer.vocab_size)
+        self.arch = arch
+        self.transformer_config = build_transformer_config(
+            arch,
+            tensor_model_parallel_size=config.tensor_model_parallel_size,
+            pipeline_model_parallel_size=config.pipeline_model_parallel_size,
+        )
+        model = build_model(
+            arch,
+            self.transformer_config,
+            pre_process=parallel_state.is_pipeline_first_stage(),
+            post_process=parallel_state.is_pipeline_last_stage(),
+            vocab_size=padded_vocab_size(tokenizer.vocab_size, config.tensor_model_parallel_size),
+        )
+        if arch.bf16:
+            model = Float16Module(self.transformer_config, model)
+        ddp_config = DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True,
+            overlap_grad_reduce=False,
+            use_distributed_optimizer=config.use_distributed_optimizer,
+        )
+        self.model = [DistributedDataParallel(self.transformer_config, ddp_config, model)]
+        self.optimizer = get_megatron_optimizer(
+            OptimizerConfig(
+                optimizer="adam",
+                lr=config.lr,
+                min_lr=config.min_lr,
+                weight_decay=config.weight_decay,
+                adam_beta1=config.adam_beta1,
+                adam_beta2=config.adam_beta2,
+                adam_eps=config.adam_eps,
+                clip_grad=config.clip_grad,
+                bf16=arch.bf16,
+                params_dtype=torch.float32,
+                use_distributed_optimizer=config.use_distributed_optimizer,
+            ),
+            self.model,
+        )
+        gbs = self.global_batch_size
+        decay_iters = config.lr_decay_iters or config.train_iters
+        self.scheduler = OptimizerParamScheduler(
+            self.optimizer,
+            init_lr=0.0,
+            max_lr=config.lr,
+            min_lr=config.min_lr,
+            lr_warmup_steps=config.lr_warmup_iters * gbs,
+            lr_decay_steps=max(decay_iters, config.lr_warmup_iters + 1) * gbs,
+            lr_decay_style=config.lr_decay_style,
+            start_wd=config.weight_decay,
+            end_wd=config.weight_decay,
+            wd_incr_steps=max(1, config.train_iters) * gbs,
+            wd_incr_style="constant",
+        )
+        model_config = self.transformer_config
+        model_config.grad_scale_func = self.optimizer.scale_loss
+        model_config.finalize_model_grads_func = finalize_model_grads
+        self.state = checkpointing.TrainingState()
+        self.forward_backward = get_forward_backward_func()
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def run_metadata(self) -> dict[str, Any]:
+        import megatron.core
+
+        return {
+            "format": "megatron-hope/1",
+            "megatron_hope_version": megatron_hope.__version__,
+            "megatron_core_version": getattr(megatron.core, "__version__", "unknown"),
+            "position_encoding": self.arch.position_encoding.to_dict(),
+            "inv_freq": self.arch.position_encoding.inv_freq().tolist(),
+            "rotated_pairs": self.arch.position_encoding.rotated_pairs,
+            "arch": {k: v for k, v in dataclasses.asdict(self.arch).items()
+                     if k != "position_encoding"},
+            "padded_vocab_size": padded_vocab_size(self.arch.vocab_size,
+                                                   self.config.tensor_model_parallel_size),
+            "tokenizer": {"type": self.config.tokenizer_type,
+                          "model": str(Path(self.config.tokenizer_model).resolve())},
+            "args": _jsonable(dataclasses.asdict(self.config)),
+        }
+
+    def save(self) -> str:
+        path = checkpointing.save_checkpoint(
+            self.config.save, self.state, [_unwrap(m) for m in self.model], self.optimizer,
+            self.scheduler, self.run_metadata(),
+        )
+        return str(path)
+
+    def load(self) -> bool:
+        """Resume from `--load` if it holds a checkpoint; False when there is none yet."""
+        load_dir = self.config.load
+        if load_dir is None:
+            return False
+        if not (Path(load_dir) / checkpointing.TRACKER_FILENAME).is_file():
+            logger.warning("--load %s holds no checkpoint yet: starting from scratch", load_dir)
+            return False
+        metadata = checkpointing.read_run_metadata(load_dir)
+        saved = metadata.get("position_encoding")
+        current = self.arch.position_encoding.to_dict()
+        if saved is not None and saved != current and not self.config.no_load_optim:
+            raise ValueError(
+                f"--load {load_dir} was trained with position encoding {saved}, this run asks "
+                f"for {current}; to switch encodings deliberately (continued pretraining from these "
+                "weights, optimizer and schedule restarted), add --no-load-optim"
+            )
+        self.state, _ = checkpointing.load_checkpoint(
+            load_dir, [_unwrap(m) for m in self.model], self.optimizer, self.scheduler,
+            load_optimizer=not self.config.no_load_optim, load_rng=not self.config.no_load_rng,
+        )
+        if self.config.no_load_optim:
+            # A model-only load (new layout, new encoding, or fine-tuning) starts its schedule anew.
+            self.state = checkpointing.TrainingState()
+        return True
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def train_step(self, data_iterator) -> tuple[dict[str, float], float | None, bool]:
+        for chunk in self.model:
+            chunk.train()
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        losses = self.forward_backward(
+            forward_step_func=forward_step,
+            data_iterator=data_iterator,
+            model=self.model,
+            num_microbatches=self.num_microbatches,
+            seq_length=self.arch.seq_length,
+            micro_batch_size=self.config.micro_batch_size,
+            forward_only=False,
+        )
+        update_successful, grad_norm, _ = self.optimizer.step()
+        if update_successful:
+            self.scheduler.step(increment=self.global_batch_size)
+        return _mean_loss(losses), grad_norm, update_successful
+
+    @torch.no_grad()
+    def evaluate(self, dataset) -> dict[str, float]:
+        """Mean loss over the first `--eval-iters` global batches of `dataset` (the same
+        batches at every evaluation, so successive values are comparable)."""
+        iterator = micro_batches(
+            dataset, 0, self.config.micro_batch_size,
+            parallel_state.get_data_parallel_rank(), self.layout.data_parallel_size,
+        )
+        for chunk in self.model:
+            chunk.eval()
+        collected = []
+        for _ in range(self.config.eval_iters):
+            collected.extend(self.forward_backward(
+                forward_step_func=forward_step,
+                data_iterator=iterator,
+                model=self.model,
+                num_microbatches=self.num_microbatches,
+                seq_length=self.arch.seq_length,
+                micro_batch_size=self.config.micro_batch_size,
+                forward_only=True,
+            ))
+        for chunk in self.model:
+            chunk.train()
+        return _mean_loss(collected)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _build_datasets(config: PretrainConfig, trainer: Trainer):
+    gbs = trainer.global_batch_size
+    evaluations = (config.train_iters // config.eval_interval + 1) if config.eval_iters else 0
+    sizes = DatasetSizes(
+        train=config.train_iters * gbs,
+        validation=config.eval_iters * gbs if evaluations else 0,
+        test=0,
+    )
+    # Rank 0 builds megatron-core's index caches first; the others then read them.
+    datasets = None
+    if dist.get_rank() == 0:
+        datasets = build_gpt_datasets(
+            config.data_path, config.split, sizes, config.arch.seq_length, trainer.tokenizer,
+            config.seed, config.data_cache_path,
+        )
+    dist.barrier()
+    if dist.get_rank() != 0:
+        datasets = build_gpt_datasets(
+            config.data_path, config.split, sizes, config.arch.seq_length, trainer.tokenizer,
+            config.seed, config.data_cache_path,
+        )
+    return datasets[0], datasets[1]
+
+
+def pretrain(config: PretrainConfig, tokenizer) -> PretrainResult:
+    """Run (or resume) pretraining on the already-resolved data of `config`.
+
+    Call on every rank; initialises torch.distributed and megatron-core's groups if needed and
+    tears down what it created.
+    """
+    created_group = not dist.is_initialized()
+    initialize_distributed(config.tensor_model_parallel_size, config.pipeline_model_parallel_size)
+    try:
+        set_random_seed(config.seed)
+        trainer = Trainer(config, tokenizer)
+        trainer.load()
+        return _train(config, trainer)
+    finally:
+        shutdown_distributed(destroy_process_group=created_group)
+
+
+def _is_logging_rank() -> bool:
+    return (
+        parallel_state.is_pipeline_last_stage()
+        and parallel_state.get_tensor_model_parallel_rank() == 0
+        and parallel_state.get_data_parallel_rank() == 0
+    )
+
+
+def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
+    train_dataset, valid_dataset = _build_datasets(config, trainer)
+    state = trainer.state
+    result = PretrainResult(final_iteration=state.iteration)
+    last_stage = parallel_state.is_pipeline_last_stage()
+    reporter = Reporter(_is_logging_rank(), config.train_iters, state.iteration,
+                        config.tensorboard_dir, config.progress)
+    signal_flag = _SignalFlag(config.exit_signal_handler)
+    tokens_per_step = trainer.global_batch_size * config.arch.seq_length
+    interval = IntervalStats()
+    measured_seconds, measured_steps = 0.0, 0
+    saved_at = None
+
+    def checkpoint_now() -> None:
+        nonlocal saved_at
+        if config.save and saved_at != state.iteration:
+            result.last_checkpoint = trainer.save()
+            saved_at = state.iteration
+            reporter.print(f" saved checkpoint at iteration {state.iteration:8d} to "
+                           f"{result.last_checkpoint}")
+
+    def validate() -> None:
+        if valid_dataset is None or not config.eval_iters:
+            return
+        losses = trainer.evaluate(valid_dataset)
+        if last_stage and losses:
+            result.validation_losses[state.iteration] = losses[LOSS_KEY]
+            reporter.print(format_validation_line(state.iteration, losses))
+            reporter.scalars(state.iteration, {f"{LOSS_KEY} validation": losses[LOSS_KEY]})
+
+    try:
+        if config.train_iters == 0:
+            checkpoint_now()
+        iterator = None
+        if state.iteration < config.train_iters:
+            iterator = micro_batches(
+                train_dataset, state.consumed_train_samples, config.micro_batch_size,
+                parallel_state.get_data_parallel_rank(), trainer.layout.data_parallel_size,
+            )
+        while state.iteration < config.train_iters:
+            started = time.perf_counter()
+            losses, grad_norm, updated = trainer.train_step(iterator)
+            seconds = time.perf_counter() - started
+            state.iteration += 1
+            state.consumed_train_samples += trainer.global_batch_size
+            if state.iteration > 1 or measured_steps == 0:
+                measured_seconds += seconds
+                measured_steps += 1
+            if last_stage and losses:
+                loss = losses[LOSS_KEY]
+                result.train_losses[state.iteration] = loss
+                if grad_norm is not None:
+                    result.grad_norms[state.iteration] = float(grad_norm)
+                if not math.isfinite(loss):
+                    logger.warning("iteration %d: loss is %s", state.iteration, loss)
+                interval.add(losses, seconds)
+                reporter.advance({"loss": loss})
+                reporter.scalars(state.iteration, {
+                    LOSS_KEY: loss,
+                    "learning-rate": trainer.optimizer.param_groups[0]["lr"],
+                    "grad-norm": float(grad_norm) if grad_norm is not None else None,
+                    "throughput-tokens-per-sec": tokens_per_step / seconds,
+                })
+                if state.iteration % config.log_interval == 0 or (
+                    state.iteration == config.train_iters
+                ):
+                    mean_seconds = interval.seconds / max(1, interval.iterations)
+                    reporter.print(format_iteration_line(
+                        state.iteration, config.train_iters, state.consumed_train_samples,
+                        1000.0 * mean_seconds, trainer.optimizer.param_groups[0]["lr"],
+                        trainer.global_batch_size, interval.mean_losses(),
+                        float(grad_norm) if grad_norm is not None else None,
+                        tokens_per_step / max(mean_seconds, 1e-9),
+                        skipped_iterations=0 if updated else 1,
+                    ))
+                    interval = IntervalStats()
+            if state.iteration % config.eval_interval == 0:
+                validate()
+            if config.save_interval and state.iteration % config.save_interval == 0:
+                checkpoint_now()
+            if config.exit_interval and state.iteration % config.exit_interval == 0:
+                checkpoint_now()
+                result.exit_reason = f"exit interval {config.exit_interval}"
+                break
+            if config.exit_signal_handler and signal_flag.any_rank():
+                checkpoint_now()
+                result.exit_reason = "SIGTERM"
+                break
+        else:
+            if config.train_iters and state.iteration % config.eval_interval:
+                validate()
+            checkpoint_now()
+    finally:
+        signal_flag.restore()
+        reporter.close()
+    result.final_iteration = state.iteration
+    result.tokens_per_second = tokens_per_step * measured_steps / max(measured_seconds, 1e-9)
+    return result

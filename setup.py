@@ -1,0 +1,36 @@
+"""Install megatron-hope: `pip install -e .` (CPU) or `pip install .` inside the GPU image."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="megatron-hope",
+    version="0.1.0",
+    description="HoPE (High-frequency rotary Position Encoding) as a first-class megatron-core option",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["megatron_hope", "megatron_hope.*"]),
+    include_package_data=True,
+    install_requires=[
+        # Python 3.11 resolves 0.16.1, Python 3.12 resolves 0.19.x; both are tested in CI.
+        "megatron-core>=0.16.1,<0.20",
+        "torch>=2.4",
+        "numpy",
+        # megatron-core's async checkpoint writer hangs forever without psutil (undeclared upstream).
+        "psutil",
+        "tensorboard",
+        "tqdm",
+        "tokenizers",
+        "safetensors",
+        "nltk",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-timeout", "ruff"],
+    },
+    entry_points={
+        "console_scripts": [
+            "hope-pretrain=megatron_hope.training.cli:main",
+            "hope-rope=megatron_hope.rope.cli:main",
+        ],
+    },
+)
