@@ -73,6 +73,6 @@ class PositionEncodingConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "PositionEncodingConfig":
+    def from_dict(cls, values: dict[str, Any]) -> PositionEncodingConfig:
         known = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in known})

@@ -52,6 +52,8 @@ def rope_inv_freq_float64(kv_channels: int, rotary_base: float) -> torch.Tensor:
 
 def classify_pairs(kv_channels: int, rotary_base: float, train_length: int) -> list[PairBand]:
     """The band of every pair for training length L (paper 3.3.2 and eq. 6), `d/2` entries."""
+    if train_length <= 0:
+        raise ValueError(f"--hope-train-length ({train_length}) must be a positive token count")
     theta = rope_inv_freq_float64(kv_channels, rotary_base).tolist()
     full_turn = 2.0 * math.pi / train_length
     half_turn = math.pi / train_length
@@ -78,7 +80,7 @@ def p_rope_kept_pairs(kv_channels: int, rope_fraction: float) -> int:
     Rounds down like Gemma's `int(p * d // 2)`, with a tolerance so that p = 2a/d gives back a
     exactly instead of a - 1 when p*d/2 is a hair below an integer in floating point.
     """
-    return int(math.floor(rope_fraction * (kv_channels // 2) + 1e-9))
+    return math.floor(rope_fraction * (kv_channels // 2) + 1e-9)
 
 
 def _validate_geometry(kv_channels: int, rotary_base: float) -> None:
@@ -88,7 +90,9 @@ def _validate_geometry(kv_channels: int, rotary_base: float) -> None:
             "dimensions; set --kv-channels or --hidden-size/--num-attention-heads accordingly"
         )
     if not rotary_base > 1.0:
-        raise ValueError(f"rotary_base ({rotary_base}) must be greater than 1; the usual is 10000")
+        raise ValueError(
+            f"--rotary-base ({rotary_base}) must be greater than 1; the usual is 10000"
+        )
 
 
 def _validate_train_length(kind: str, train_length: int | None) -> int:
@@ -125,7 +129,7 @@ def position_encoding_inv_freq(
     """
     if kind not in POSITION_ENCODING_TYPES:
         raise ValueError(
-            f"unknown position embedding type {kind!r}; choose one of "
+            f"--position-embedding-type {kind!r} is unknown; choose one of "
             f"{', '.join(POSITION_ENCODING_TYPES)}"
         )
     _validate_geometry(kv_channels, rotary_base)
@@ -139,13 +143,13 @@ def position_encoding_inv_freq(
     if kind == "p-rope":
         if rope_fraction is None or not 0.0 < rope_fraction <= 1.0:
             raise ValueError(
-                f"rope_fraction ({rope_fraction}) must be in (0, 1] for p-rope (--rope-fraction); "
+                f"--rope-fraction ({rope_fraction}) must be in (0, 1] for p-rope; "
                 "use position_embedding_type=none for no rotation at all"
             )
         kept = p_rope_kept_pairs(kv_channels, rope_fraction)
         if kept == 0:
             raise ValueError(
-                f"rope_fraction ({rope_fraction}) keeps no pair of the {half} pairs of "
+                f"--rope-fraction ({rope_fraction}) keeps no pair of the {half} pairs of "
                 f"kv_channels={kv_channels}; raise it to at least {1.0 / half:.4g}"
             )
         keep = torch.arange(half) < kept
@@ -156,7 +160,7 @@ def position_encoding_inv_freq(
     rotated = sum(band is PairBand.HIGH for band in bands)
     if rotated == 0:
         raise ValueError(
-            f"hope_train_length ({train_length}) leaves no rotated pair for "
+            f"--hope-train-length ({train_length}) leaves no rotated pair for "
             f"kv_channels={kv_channels}, rotary_base={rotary_base:g}: the fastest pair turns at "
             f"θ_0 = 1 < 2π/L; raise --hope-train-length to at least 7 or use "
             "--position-embedding-type rope"

@@ -1,0 +1,28 @@
+"""A single-rank gloo group with megatron-core's parallel state, for in-process module tests."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch.distributed as dist
+from megatron.core import parallel_state
+
+from megatron_hope.megatron.cpu import enable_cpu_execution
+
+
+@pytest.fixture(scope="module")
+def single_rank_megatron():
+    enable_cpu_execution()
+    created = not dist.is_initialized()
+    if created:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                                world_size=1)
+    parallel_state.initialize_model_parallel()
+    yield
+    parallel_state.destroy_model_parallel()
+    if created:
+        dist.destroy_process_group()
