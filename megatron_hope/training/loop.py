@@ -365,6 +365,7 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
     interval = IntervalStats()
     measured_seconds, measured_steps = 0.0, 0
     saved_at = None
+    validated_at = None
 
     def checkpoint_now() -> None:
         nonlocal saved_at
@@ -375,8 +376,10 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
                            f"{result.last_checkpoint}")
 
     def validate() -> None:
-        if valid_dataset is None or not config.eval_iters:
+        nonlocal validated_at
+        if valid_dataset is None or not config.eval_iters or validated_at == state.iteration:
             return
+        validated_at = state.iteration
         losses = trainer.evaluate(valid_dataset)
         if last_stage and losses:
             result.validation_losses[state.iteration] = losses[LOSS_KEY]
@@ -442,7 +445,7 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
                 result.exit_reason = "SIGTERM"
                 break
         else:
-            if config.train_iters and state.iteration % config.eval_interval:
+            if config.train_iters:
                 validate()
             checkpoint_now()
     finally:

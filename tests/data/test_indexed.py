@@ -1,0 +1,90 @@
+"""`write_indexed_dataset` against megatron-core's reader, and its errors for bad JSONL.
+
+PYTHONPATH=. python -m pytest tests/data/test_indexed.py -q
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy
+import pytest
+from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+from megatron_hope.data.indexed import write_indexed_dataset
+
+
+class CharacterTokenizer:
+    """Independent reference: one id per character code point, EOD after the largest."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+        self.eod = vocab_size - 1
+
+    def encode_batch(self, texts):
+        return [[ord(character) for character in text] for text in texts]
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("vocab_size, dtype", [(4096, numpy.uint16), (70_000, numpy.int32)])
+def test_documents_and_dtype_match_the_reference(tmp_path, vocab_size, dtype):
+    texts = ["first document", "", "second ✓", "x" * 1000]
+    first = write_jsonl(tmp_path / "a.jsonl", [json.dumps({"text": t}) for t in texts[:2]])
+    # Blank lines are not documents; several files are concatenated in order.
+    second = write_jsonl(tmp_path / "b.jsonl", ["", *(json.dumps({"text": t}) for t in texts[2:])])
+    tokenizer = CharacterTokenizer(vocab_size)
+
+    stats = write_indexed_dataset([first, second], tokenizer, tmp_path / "out", batch_size=3)
+
+    dataset = IndexedDataset(str(tmp_path / "out"))
+    assert dataset.index.dtype == dtype and stats.dtype == numpy.dtype(dtype).name
+    assert stats.num_documents == len(dataset) == len(texts)
+    assert list(dataset.document_indices) == list(range(len(texts) + 1))
+    for index, text in enumerate(texts):
+        assert dataset[index].tolist() == [ord(c) for c in text] + [tokenizer.eod]
+    assert stats.num_tokens == sum(len(t) + 1 for t in texts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.jsonl",
+        "b.jsonl",
+        "out.bin",
+        "out.idx",
+    ]
+
+
+def test_without_eod(tmp_path):
+    corpus = write_jsonl(tmp_path / "a.jsonl", [json.dumps({"content": "abc"})])
+    write_indexed_dataset(
+        corpus, CharacterTokenizer(512), tmp_path / "out", json_key="content", append_eod=False
+    )
+    # Keep the dataset alive while reading: its arrays are views of an mmap it closes on deletion.
+    dataset = IndexedDataset(str(tmp_path / "out"))
+    assert dataset[0].tolist() == [97, 98, 99]
+
+
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('["a list"]', "expected a JSON object"),
+        ('{"meta": {}}', "no 'text' key"),
+        ('{"text": 42}', "'text' holds a int"),
+    ],
+)
+def test_bad_lines_are_named_by_file_and_line(tmp_path, bad_line, message):
+    corpus = write_jsonl(tmp_path / "bad.jsonl", [json.dumps({"text": "fine"}), bad_line])
+    prefix = tmp_path / "out"
+    # A run that fails leaves the previous pair as it was and no temporary files behind.
+    write_indexed_dataset(
+        write_jsonl(tmp_path / "ok.jsonl", ['{"text": "ok"}']), CharacterTokenizer(512), prefix
+    )
+
+    with pytest.raises(ValueError, match=f"bad.jsonl:2: {message}"):
+        write_indexed_dataset(corpus, CharacterTokenizer(512), prefix)
+
+    assert not list(tmp_path.glob("*.tmp-*"))
+    dataset = IndexedDataset(str(prefix))
+    assert dataset[0].tolist() == [ord("o"), ord("k"), 511]

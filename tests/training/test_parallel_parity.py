@@ -1,0 +1,143 @@
+"""TP=2, PP=2 and DP=2 runs reproduce the single-process run; checkpoints resume exactly and
+reshard across TP.
+
+Every run starts from the same initial checkpoint (saved by a single process at iteration 0 and
+loaded model-only), so the layouts differ only in how the same computation is split.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.distributed import run_on_ranks
+
+pytestmark = pytest.mark.distributed
+
+TRAIN_ITERS = 5
+RTOL = 1e-5
+
+
+def tiny_config(data, **changes):
+    """A 2-layer HoPE model small enough for a handful of CPU iterations per second."""
+    from megatron_hope.megatron.model import ModelArchitecture
+    from megatron_hope.rope.config import PositionEncodingConfig
+    from megatron_hope.training.config import PretrainConfig
+
+    seq_length = 64
+    arch = ModelArchitecture(
+        num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=seq_length,
+        vocab_size=data["vocab_size"],
+        position_encoding=PositionEncodingConfig("hope", 16, 10000.0, seq_length),
+    )
+    base = dict(
+        arch=arch, micro_batch_size=2, global_batch_size=4, train_iters=TRAIN_ITERS, lr=3e-3,
+        min_lr=3e-4, lr_warmup_iters=1, eval_interval=TRAIN_ITERS, eval_iters=1,
+        log_interval=1, data_path=(data["prefix"],), tokenizer_model=data["tokenizer"],
+        split="90,10,0", progress=False,
+    )
+    base.update(changes)
+    return PretrainConfig(**base)
+
+
+def _pretrain(rank, data, changes):
+    from megatron_hope.training.cli import run
+
+    _, result = run(tiny_config(data, **changes))
+    return {
+        "train": result.train_losses,
+        "validation": result.validation_losses,
+        "checkpoint": result.last_checkpoint,
+        "final_iteration": result.final_iteration,
+    }
+
+
+def last_stage_losses(per_rank: list[dict]) -> dict[int, float]:
+    """The losses reported by the ranks that hold the output layer (they must agree)."""
+    reported = [r["train"] for r in per_rank if r["train"]]
+    assert reported, "no rank reported losses"
+    for other in reported[1:]:
+        assert other == pytest.approx(reported[0], rel=1e-6)
+    return reported[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from megatron_hope.data.sample_data import prepare_sample_data
+
+    sample = prepare_sample_data(tmp_path_factory.mktemp("data"), vocab_size=512,
+                                 max_bytes=1_500_000)
+    from megatron_hope.data.tokenizer import build_tokenizer
+
+    vocab = build_tokenizer("HuggingFaceTokenizer", str(sample.tokenizer_path)).vocab_size
+    return {"prefix": str(sample.data_prefix), "tokenizer": str(sample.tokenizer_path),
+            "vocab_size": vocab}
+
+
+@pytest.fixture(scope="module")
+def initial_checkpoint(data, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("init")
+    run_on_ranks(1, _pretrain, data, {"train_iters": 0, "save": str(directory)})
+    return str(directory)
+
+
+def from_initial(initial_checkpoint, **changes):
+    return dict(load=initial_checkpoint, no_load_optim=True, no_load_rng=True, **changes)
+
+
+@pytest.fixture(scope="module")
+def baseline(data, initial_checkpoint):
+    [result] = run_on_ranks(1, _pretrain, data, from_initial(initial_checkpoint))
+    return result
+
+
+def test_single_process_trains(baseline):
+    losses = baseline["train"]
+    assert sorted(losses) == list(range(1, TRAIN_ITERS + 1))
+    assert all(math.isfinite(v) for v in losses.values())
+    assert losses[TRAIN_ITERS] < losses[1]
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"tensor_model_parallel_size": 2},
+        {"pipeline_model_parallel_size": 2},
+        {"use_distributed_optimizer": True},
+    ],
+    ids=["tp2", "pp2", "dp2-distopt"],
+)
+def test_two_rank_layouts_match_single_process(data, initial_checkpoint, baseline, layout):
+    per_rank = run_on_ranks(2, _pretrain, data, from_initial(initial_checkpoint, **layout))
+    losses = last_stage_losses(per_rank)
+    assert sorted(losses) == sorted(baseline["train"])
+    for iteration, expected in baseline["train"].items():
+        assert losses[iteration] == pytest.approx(expected, rel=RTOL), iteration
+
+
+def test_resume_continues_exactly(data, initial_checkpoint, baseline, tmp_path):
+    save = str(tmp_path / "ckpt")
+    [first] = run_on_ranks(1, _pretrain, data, from_initial(
+        initial_checkpoint, save=save, exit_interval=3))
+    assert first["final_iteration"] == 3
+    [second] = run_on_ranks(1, _pretrain, data, {"load": save, "save": save})
+    assert sorted(second["train"]) == [4, 5]
+    for iteration in (4, 5):
+        assert second["train"][iteration] == pytest.approx(baseline["train"][iteration],
+                                                           rel=RTOL)
+    # The uninterrupted and the resumed run end on the same weights.
+    assert second["validation"][TRAIN_ITERS] == pytest.approx(
+        baseline["validation"][TRAIN_ITERS], rel=RTOL)
+
+
+def test_tp2_checkpoint_loads_at_tp1(data, initial_checkpoint, tmp_path):
+    save = str(tmp_path / "tp2")
+    per_rank = run_on_ranks(2, _pretrain, data, from_initial(
+        initial_checkpoint, tensor_model_parallel_size=2, save=save))
+    tp2_validation = [r["validation"] for r in per_rank if r["validation"]][0]
+    # Load the TP=2 checkpoint into one process: no training left, just the final evaluation.
+    [tp1] = run_on_ranks(1, _pretrain, data, {"load": save})
+    assert tp1["final_iteration"] == TRAIN_ITERS
+    assert tp1["train"] == {}
+    assert tp1["validation"][TRAIN_ITERS] == pytest.approx(tp2_validation[TRAIN_ITERS], rel=RTOL)
