@@ -68,6 +68,8 @@ def run(config: PretrainConfig):
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # megatron-core logs every dataset index and optimizer field at INFO; keep its warnings.
+    logging.getLogger("megatron.core").setLevel(logging.WARNING)
     config = parse_config(argv)
     try:
         config, result = run(config)

@@ -114,9 +114,16 @@ def initialize_distributed(
     if not dist.is_initialized():
         if not cpu:
             torch.cuda.set_device(launch.local_rank % torch.cuda.device_count())
+        # env:// lets torchrun's workers join the store its agent already serves on
+        # MASTER_PORT; for Slurm and single processes the variables are filled in here.
+        os.environ.setdefault("MASTER_ADDR", launch.master_addr)
+        os.environ.setdefault("MASTER_PORT", str(launch.master_port))
+        os.environ.setdefault("RANK", str(launch.rank))
+        os.environ.setdefault("WORLD_SIZE", str(launch.world_size))
+        os.environ.setdefault("LOCAL_RANK", str(launch.local_rank))
         dist.init_process_group(
             backend="gloo" if cpu else "nccl",
-            init_method=f"tcp://{launch.master_addr}:{launch.master_port}",
+            init_method="env://",
             rank=launch.rank,
             world_size=launch.world_size,
         )
