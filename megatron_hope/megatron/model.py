@@ -159,8 +159,22 @@ class ModelArchitecture:
         return 4 * self.hidden_size
 
 
-def padded_vocab_size(vocab_size: int, tensor_model_parallel_size: int, divisible_by: int = 128) -> int:
-    """Megatron-LM's `--make-vocab-size-divisible-by` padding, per TP rank."""
+def padded_vocab_size(
+    vocab_size: int,
+    tensor_model_parallel_size: int,
+    divisible_by: int = 128,
+    checkpoint_padded_size: int | None = None,
+) -> int:
+    """Megatron-LM's `--make-vocab-size-divisible-by` padding, per TP rank.
+
+    When resuming, the checkpoint's padded size wins if the current TP size divides it: the
+    padding depends on the TP size at save time, and the embedding must keep its saved shape for
+    a checkpoint to load at another TP size.
+    """
+    if checkpoint_padded_size is not None and checkpoint_padded_size >= vocab_size and (
+        checkpoint_padded_size % tensor_model_parallel_size == 0
+    ):
+        return checkpoint_padded_size
     multiple = divisible_by * tensor_model_parallel_size
     return (vocab_size + multiple - 1) // multiple * multiple
 

@@ -141,12 +141,17 @@ class Trainer:
             tensor_model_parallel_size=config.tensor_model_parallel_size,
             pipeline_model_parallel_size=config.pipeline_model_parallel_size,
         )
+        self.padded_vocab_size = padded_vocab_size(
+            tokenizer.vocab_size,
+            config.tensor_model_parallel_size,
+            checkpoint_padded_size=_saved_padded_vocab_size(config.load),
+        )
         model = build_model(
             arch,
             self.transformer_config,
             pre_process=parallel_state.is_pipeline_first_stage(),
             post_process=parallel_state.is_pipeline_last_stage(),
-            vocab_size=padded_vocab_size(tokenizer.vocab_size, config.tensor_model_parallel_size),
+            vocab_size=self.padded_vocab_size,
         )
         if arch.bf16:
             model = Float16Module(self.transformer_config, model)
@@ -207,8 +212,7 @@ class Trainer:
             "rotated_pairs": self.arch.position_encoding.rotated_pairs,
             "arch": {k: v for k, v in dataclasses.asdict(self.arch).items()
                      if k != "position_encoding"},
-            "padded_vocab_size": padded_vocab_size(self.arch.vocab_size,
-                                                   self.config.tensor_model_parallel_size),
+            "padded_vocab_size": self.padded_vocab_size,
             "tokenizer": {"type": self.config.tokenizer_type,
                           "model": str(Path(self.config.tokenizer_model).resolve())},
             "args": _jsonable(dataclasses.asdict(self.config)),
@@ -292,6 +296,12 @@ class Trainer:
         for chunk in self.model:
             chunk.train()
         return _mean_loss(collected)
+
+
+def _saved_padded_vocab_size(load_dir: str | None) -> int | None:
+    if load_dir is None or not (Path(load_dir) / checkpointing.TRACKER_FILENAME).is_file():
+        return None
+    return checkpointing.read_run_metadata(load_dir).get("padded_vocab_size")
 
 
 def _jsonable(value):

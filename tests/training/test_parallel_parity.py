@@ -66,7 +66,8 @@ def last_stage_losses(per_rank: list[dict]) -> dict[int, float]:
 def data(tmp_path_factory):
     from megatron_hope.data.sample_data import prepare_sample_data
 
-    sample = prepare_sample_data(tmp_path_factory.mktemp("data"), vocab_size=512,
+    # 600 tokens pad to 640 at TP=1 but 768 at TP=2: resharding must keep the saved padding.
+    sample = prepare_sample_data(tmp_path_factory.mktemp("data"), vocab_size=600,
                                  max_bytes=1_500_000)
     from megatron_hope.data.tokenizer import build_tokenizer
 
@@ -141,3 +142,25 @@ def test_tp2_checkpoint_loads_at_tp1(data, initial_checkpoint, tmp_path):
     assert tp1["final_iteration"] == TRAIN_ITERS
     assert tp1["train"] == {}
     assert tp1["validation"][TRAIN_ITERS] == pytest.approx(tp2_validation[TRAIN_ITERS], rel=RTOL)
+    # The same checkpoint as one in-memory model for evaluation and export.
+    [loaded] = run_on_ranks(1, _loaded_model_loss, data, save)
+    assert loaded["iteration"] == TRAIN_ITERS
+    assert loaded["rotated_pairs"] == 3  # d=16, L=64: θ_i ≥ 2π/64 for i ≤ 2
+    assert math.isfinite(loaded["loss"])
+
+
+def _loaded_model_loss(rank, data, load_dir):
+    import torch
+    import torch.nn.functional as F
+
+    from megatron_hope.data.tokenizer import build_tokenizer
+    from megatron_hope.training.model_loading import load_model_from_checkpoint
+
+    loaded = load_model_from_checkpoint(load_dir)
+    tokenizer = build_tokenizer("HuggingFaceTokenizer", data["tokenizer"])
+    tokens = torch.tensor([tokenizer.tokenize("def main():\n    return 0\n" * 4)[:64]])
+    logits = loaded.logits(tokens)
+    assert logits.shape == (1, tokens.shape[1], tokenizer.vocab_size)
+    loss = F.cross_entropy(logits[0, :-1], tokens[0, 1:])
+    return {"iteration": loaded.iteration, "loss": float(loss),
+            "rotated_pairs": loaded.model.rotary_pos_emb.rotated_pairs}
