@@ -111,7 +111,7 @@ def _worker(
                 sys.modules["megatron.core.parallel_state"].destroy_model_parallel()
             dist.destroy_process_group()
         data = pickle.dumps(outcome)
-    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+    except BaseException as exc:
         failed_at = failed_at or time.time()
         pytest = sys.modules.get("pytest")
         if pytest is not None and isinstance(exc, pytest.skip.Exception):

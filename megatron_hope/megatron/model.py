@@ -81,7 +81,8 @@ class ModelArchitecture:
     """--apply-rope-fusion: TE's fused RoPE kernel (exact for HoPE: zero-frequency pairs)."""
 
     def __post_init__(self) -> None:
-        for name in ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "seq_length"):
+        positive = ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "seq_length")
+        for name in positive:
             value = getattr(self, name)
             if value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")

@@ -35,7 +35,8 @@ class PositionEncodingConfig:
     """Training length L of eq. 6; hope and ab1-ab3 keep pairs by it (`--hope-train-length`)."""
 
     rope_fraction: float | None = None
-    """p-RoPE only: the fraction of pairs, highest frequencies first, that rotate (`--rope-fraction`)."""
+    """p-RoPE only: the fraction of pairs, highest frequencies first, that rotate
+    (`--rope-fraction`)."""
 
     def __post_init__(self) -> None:
         if self.position_embedding_type not in POSITION_ENCODING_TYPES:

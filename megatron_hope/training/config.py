@@ -118,7 +118,8 @@ class PretrainConfig:
                 raise ValueError(f"{flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.lr_decay_style not in LR_DECAY_STYLES:
             raise ValueError(
-                f"--lr-decay-style {self.lr_decay_style!r} is not one of {', '.join(LR_DECAY_STYLES)}"
+                f"--lr-decay-style {self.lr_decay_style!r} is not one of "
+                f"{', '.join(LR_DECAY_STYLES)}"
             )
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"--min-lr ({self.min_lr}) must lie in [0, --lr ({self.lr})]")
@@ -188,5 +189,5 @@ class PretrainConfig:
             self.micro_batch_size * layout.data_parallel_size
         )
 
-    def replace(self, **changes) -> "PretrainConfig":
+    def replace(self, **changes) -> PretrainConfig:
         return dataclasses.replace(self, **changes)

@@ -8,8 +8,8 @@ samples at every data-parallel size, and resuming at `consumed_samples` continue
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -56,8 +56,8 @@ def check_split_has_documents(prefixes: Sequence[str], split: str, sizes: Datase
     for prefix in prefixes:
         num_documents = len(IndexedDataset(prefix).document_indices) - 1
         start = 0
-        for name, fraction, samples in zip(SPLIT_NAMES, fractions, wanted):
-            stop = start + int(round(fraction * num_documents))
+        for name, fraction, samples in zip(SPLIT_NAMES, fractions, wanted, strict=True):
+            stop = start + round(fraction * num_documents)
             if samples and stop <= start:
                 raise ValueError(
                     f"--split {split} gives the {name} split no document of {prefix} "

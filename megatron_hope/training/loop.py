@@ -239,8 +239,8 @@ class Trainer:
         if saved is not None and saved != current and not self.config.no_load_optim:
             raise ValueError(
                 f"--load {load_dir} was trained with position encoding {saved}, this run asks "
-                f"for {current}; to switch encodings deliberately (continued pretraining from these "
-                "weights, optimizer and schedule restarted), add --no-load-optim"
+                f"for {current}; to switch encodings deliberately (continued pretraining from "
+                "these weights, optimizer and schedule restarted), add --no-load-optim"
             )
         self.state, _ = checkpointing.load_checkpoint(
             load_dir, [_unwrap(m) for m in self.model], self.optimizer, self.scheduler,

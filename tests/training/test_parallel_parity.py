@@ -7,7 +7,11 @@ loaded model-only), so the layouts differ only in how the same computation is sp
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +104,26 @@ def test_single_process_trains(baseline):
     assert losses[TRAIN_ITERS] < losses[1]
 
 
+GOLDEN = Path(__file__).resolve().parents[1] / "assets" / "golden_losses.json"
+
+
+def test_matches_golden_losses(baseline):
+    """The tiny run's loss curve is pinned per Python version (its sample corpus is that
+    version's standard library). HOPE_UPDATE_GOLDEN=1 rewrites the entry after a deliberate
+    change."""
+    key = "python" + ".".join(map(str, sys.version_info[:3]))
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+    losses = {str(k): v for k, v in sorted(baseline["train"].items())}
+    if os.environ.get("HOPE_UPDATE_GOLDEN") == "1":
+        golden[key] = losses
+        GOLDEN.write_text(json.dumps(golden, indent=2, sort_keys=True) + "\n")
+    if key not in golden:
+        pytest.skip(f"no golden losses for {key}; run once with HOPE_UPDATE_GOLDEN=1")
+    assert losses.keys() == golden[key].keys()
+    for iteration, expected in golden[key].items():
+        assert losses[iteration] == pytest.approx(expected, rel=1e-4), iteration
+
+
 @pytest.mark.parametrize(
     "layout",
     [
@@ -136,7 +160,7 @@ def test_tp2_checkpoint_loads_at_tp1(data, initial_checkpoint, tmp_path):
     save = str(tmp_path / "tp2")
     per_rank = run_on_ranks(2, _pretrain, data, from_initial(
         initial_checkpoint, tensor_model_parallel_size=2, save=save))
-    tp2_validation = [r["validation"] for r in per_rank if r["validation"]][0]
+    tp2_validation = next(r["validation"] for r in per_rank if r["validation"])
     # Load the TP=2 checkpoint into one process: no training left, just the final evaluation.
     [tp1] = run_on_ranks(1, _pretrain, data, {"load": save})
     assert tp1["final_iteration"] == TRAIN_ITERS
