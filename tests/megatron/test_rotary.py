@@ -148,3 +148,31 @@ def test_te_fused_rope_equals_unfused(single_rank_megatron):
     fused_config.apply_rope_fusion = True
     fused = apply_rotary_pos_emb(x, freqs, fused_config)
     torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="HybridModel builds TE norms: GPU only")
+def test_hybrid_model_uses_hope_frequencies(single_rank_megatron):
+    from megatron_hope.megatron.hybrid import hope_hybrid_model_class, hybrid_model_available
+
+    if not hybrid_model_available():
+        pytest.skip("needs megatron-core >= 0.19 and Transformer Engine")
+    from megatron.core.models.hybrid.hybrid_layer_specs import hybrid_stack_spec
+    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+
+    model_parallel_cuda_manual_seed(1)
+    encoding = PositionEncodingConfig("hope", 64, 10000.0, 512)
+    config = TransformerConfig(num_layers=4, hidden_size=256, num_attention_heads=4)
+    model = hope_hybrid_model_class()(config, hybrid_stack_spec, 1024, 512, encoding,
+                                      hybrid_layer_pattern="*-*-")
+    expected = torch.tensor(paper_hope_theta(64, 10000.0, 512), dtype=torch.float32)
+    torch.testing.assert_close(model.rotary_pos_emb.inv_freq.cpu(), expected, rtol=1e-6, atol=0)
+
+
+def test_hybrid_model_unavailable_is_a_clear_error():
+    from megatron_hope.megatron.hybrid import hope_hybrid_model_class, hybrid_model_available
+
+    if hybrid_model_available():
+        pytest.skip("HybridModel and Transformer Engine are available here")
+    with pytest.raises(ValueError, match="Transformer Engine"):
+        hope_hybrid_model_class()

@@ -188,3 +188,32 @@ def _loaded_model_loss(rank, data, load_dir):
     loss = F.cross_entropy(logits[0, :-1], tokens[0, 1:])
     return {"iteration": loaded.iteration, "loss": float(loss),
             "rotated_pairs": loaded.model.rotary_pos_emb.rotated_pairs}
+
+
+def _pretrain_until_sigterm(rank, data, save):
+    import os
+    import signal
+    import threading
+    import time
+
+    def send_sigterm_once_handled():
+        # Wait until the run has installed its handler, let it train a little, then preempt.
+        while signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            time.sleep(0.05)
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=send_sigterm_once_handled, daemon=True).start()
+    return _pretrain(rank, data, {"train_iters": 100_000, "exit_signal_handler": True,
+                                  "save": save, "eval_interval": 100_000})
+
+
+def test_sigterm_saves_and_stops(data, tmp_path):
+    from megatron_hope.training.checkpointing import read_tracker
+
+    save = str(tmp_path / "preempted")
+    [result] = run_on_ranks(1, _pretrain_until_sigterm, data, save)
+    stopped_at = result["final_iteration"]
+    assert 0 < stopped_at < 100_000
+    assert read_tracker(save) == stopped_at
+    assert result["checkpoint"].endswith(f"iter_{stopped_at:07d}")
