@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from megatron_hope.megatron.model import (
     FP8_FORMATS,
@@ -117,66 +118,26 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         hope_train_length=args.hope_train_length or args.seq_length,
         rope_fraction=args.rope_fraction,
     )
-    arch = ModelArchitecture(
-        num_layers=args.num_layers,
-        hidden_size=args.hidden_size,
-        num_attention_heads=args.num_attention_heads,
-        seq_length=args.seq_length,
-        ffn_hidden_size=args.ffn_hidden_size,
-        num_query_groups=args.num_query_groups,
-        kv_channels=args.kv_channels,
-        max_position_embeddings=args.max_position_embeddings,
-        position_encoding=encoding,
-        swiglu=args.swiglu,
-        normalization=args.normalization,
-        untie_embeddings_and_output_weights=args.untie_embeddings_and_output_weights,
+    arch = _from_args(
+        ModelArchitecture, args, position_encoding=encoding,
         add_bias_linear=not args.disable_bias_linear,
-        init_method_std=args.init_method_std,
-        hidden_dropout=args.hidden_dropout,
-        attention_dropout=args.attention_dropout,
-        transformer_impl=args.transformer_impl,
-        bf16=args.bf16,
-        fp8_format=args.fp8_format,
-        apply_rope_fusion=args.apply_rope_fusion,
     )
-    return PretrainConfig(
-        arch=arch,
-        tensor_model_parallel_size=args.tensor_model_parallel_size,
-        pipeline_model_parallel_size=args.pipeline_model_parallel_size,
-        context_parallel_size=args.context_parallel_size,
-        use_distributed_optimizer=args.use_distributed_optimizer,
-        micro_batch_size=args.micro_batch_size,
-        global_batch_size=args.global_batch_size,
-        train_iters=args.train_iters,
-        lr=args.lr,
-        min_lr=args.min_lr,
-        lr_warmup_iters=args.lr_warmup_iters,
-        lr_decay_style=args.lr_decay_style,
-        lr_decay_iters=args.lr_decay_iters,
-        weight_decay=args.weight_decay,
-        adam_beta1=args.adam_beta1,
-        adam_beta2=args.adam_beta2,
-        adam_eps=args.adam_eps,
-        clip_grad=args.clip_grad,
-        seed=args.seed,
+    return _from_args(
+        PretrainConfig, args, arch=arch, progress=not args.no_progress,
         data_path=tuple(args.data_path) if args.data_path else None,
-        split=args.split,
-        tokenizer_type=args.tokenizer_type,
-        tokenizer_model=args.tokenizer_model,
-        data_cache_path=args.data_cache_path,
-        save=args.save,
-        load=args.load,
-        save_interval=args.save_interval,
-        no_load_optim=args.no_load_optim,
-        no_load_rng=args.no_load_rng,
-        exit_interval=args.exit_interval,
-        exit_signal_handler=args.exit_signal_handler,
-        eval_interval=args.eval_interval,
-        eval_iters=args.eval_iters,
-        log_interval=args.log_interval,
-        tensorboard_dir=args.tensorboard_dir,
-        progress=not args.no_progress,
     )
+
+
+def _from_args(cls, args: argparse.Namespace, **explicit):
+    """Build a config dataclass from the flags whose dest equals a field name (all of them, by
+    construction: flags follow the field names), plus the values derived in `explicit`."""
+    values = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(cls)
+        if hasattr(args, field.name)
+    }
+    values.update(explicit)
+    return cls(**values)
 
 
 def parse_config(argv: list[str] | None = None) -> PretrainConfig:

@@ -253,20 +253,24 @@ class Trainer:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def train_step(self, data_iterator) -> tuple[dict[str, float], float | None, bool]:
-        for chunk in self.model:
-            chunk.train()
-            chunk.zero_grad_buffer()
-        self.optimizer.zero_grad()
-        losses = self.forward_backward(
+    def _run_schedule(self, data_iterator, forward_only: bool) -> list[dict[str, torch.Tensor]]:
+        """One global batch through megatron-core's schedule (1F1B when pipelined)."""
+        return self.forward_backward(
             forward_step_func=forward_step,
             data_iterator=data_iterator,
             model=self.model,
             num_microbatches=self.num_microbatches,
             seq_length=self.arch.seq_length,
             micro_batch_size=self.config.micro_batch_size,
-            forward_only=False,
+            forward_only=forward_only,
         )
+
+    def train_step(self, data_iterator) -> tuple[dict[str, float], float | None, bool]:
+        for chunk in self.model:
+            chunk.train()
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        losses = self._run_schedule(data_iterator, forward_only=False)
         update_successful, grad_norm, _ = self.optimizer.step()
         if update_successful:
             self.scheduler.step(increment=self.global_batch_size)
@@ -284,15 +288,7 @@ class Trainer:
             chunk.eval()
         collected = []
         for _ in range(self.config.eval_iters):
-            collected.extend(self.forward_backward(
-                forward_step_func=forward_step,
-                data_iterator=iterator,
-                model=self.model,
-                num_microbatches=self.num_microbatches,
-                seq_length=self.arch.seq_length,
-                micro_batch_size=self.config.micro_batch_size,
-                forward_only=True,
-            ))
+            collected.extend(self._run_schedule(iterator, forward_only=True))
         for chunk in self.model:
             chunk.train()
         return _mean_loss(collected)

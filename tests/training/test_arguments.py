@@ -80,3 +80,37 @@ def test_unreadable_tokenizer_is_a_clear_error(tmp_path, capsys):
     code = main(["--data-path", str(prefix), "--tokenizer-model", str(tmp_path / "missing.json")])
     assert code == 2
     assert "--tokenizer-model" in capsys.readouterr().err
+
+
+def test_megatron_flags_reach_the_config():
+    config = parse_config([
+        "--num-layers", "6", "--hidden-size", "512", "--num-attention-heads", "8",
+        "--group-query-attention", "--num-query-groups", "2", "--ffn-hidden-size", "1376",
+        "--swiglu", "--normalization", "RMSNorm", "--untie-embeddings-and-output-weights",
+        "--disable-bias-linear", "--init-method-std", "0.01", "--seq-length", "512",
+        "--max-position-embeddings", "2048", "--position-embedding-type", "p-rope",
+        "--rope-fraction", "0.25", "--rotary-base", "500000", "--micro-batch-size", "2",
+        "--global-batch-size", "16", "--lr", "3e-4", "--min-lr", "3e-5", "--lr-warmup-iters",
+        "7", "--lr-decay-style", "linear", "--weight-decay", "0.1", "--adam-beta2", "0.95",
+        "--clip-grad", "0.5", "--tensor-model-parallel-size", "2",
+        "--pipeline-model-parallel-size", "3", "--use-distributed-optimizer", "--save", "out",
+        "--save-interval", "50", "--exit-interval", "70", "--log-interval", "3",
+        "--eval-interval", "9", "--eval-iters", "4", "--seed", "7", "--no-progress",
+    ])
+    arch = config.arch
+    assert (arch.num_layers, arch.hidden_size, arch.num_attention_heads) == (6, 512, 8)
+    assert (arch.query_groups, arch.ffn_size, arch.head_dim) == (2, 1376, 64)
+    assert arch.swiglu and arch.normalization == "RMSNorm"
+    assert arch.untie_embeddings_and_output_weights and not arch.add_bias_linear
+    assert arch.init_method_std == 0.01 and arch.max_positions == 2048
+    encoding = arch.position_encoding
+    assert (encoding.position_embedding_type, encoding.rope_fraction) == ("p-rope", 0.25)
+    assert encoding.rotary_base == 500000 and encoding.rotated_pairs == 8
+    assert (config.micro_batch_size, config.global_batch_size, config.lr) == (2, 16, 3e-4)
+    assert (config.min_lr, config.lr_warmup_iters, config.lr_decay_style) == (3e-5, 7, "linear")
+    assert (config.weight_decay, config.adam_beta2, config.clip_grad) == (0.1, 0.95, 0.5)
+    assert config.tensor_model_parallel_size == 2 and config.pipeline_model_parallel_size == 3
+    assert config.use_distributed_optimizer and config.save == "out"
+    assert (config.save_interval, config.exit_interval, config.log_interval) == (50, 70, 3)
+    assert (config.eval_interval, config.eval_iters, config.seed) == (9, 4, 7)
+    assert not config.progress
