@@ -172,7 +172,7 @@ class Trainer:
                 adam_eps=config.adam_eps,
                 clip_grad=config.clip_grad,
                 bf16=arch.bf16,
-                params_dtype=torch.float32,
+                params_dtype=torch.bfloat16 if arch.bf16 else torch.float32,
                 use_distributed_optimizer=config.use_distributed_optimizer,
             ),
             self.model,

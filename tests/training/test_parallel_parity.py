@@ -217,3 +217,20 @@ def test_sigterm_saves_and_stops(data, tmp_path):
     assert 0 < stopped_at < 100_000
     assert read_tracker(save) == stopped_at
     assert result["checkpoint"].endswith(f"iter_{stopped_at:07d}")
+
+
+def test_bf16_trains(data):
+    [result] = run_on_ranks(1, _pretrain_bf16, data, {"train_iters": 3, "eval_iters": 0})
+    assert sorted(result["train"]) == [1, 2, 3]
+    assert all(math.isfinite(v) for v in result["train"].values())
+
+
+def _pretrain_bf16(rank, data, changes):
+    import dataclasses
+
+    from megatron_hope.training.cli import run
+
+    config = tiny_config(data, **changes)
+    config = config.replace(arch=dataclasses.replace(config.arch, bf16=True))
+    _, result = run(config)
+    return {"train": result.train_losses}
