@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
-import torch.distributed as dist
+# On CPU every megatron-core import warns that apex/TE are missing; that is expected there and
+# says nothing about the run. Filtered before megatron-core is first imported.
+warnings.filterwarnings("ignore", message=r".*(Apex is|Apex are|Engine and Apex are) not installed")
 
-from megatron_hope.training.arguments import parse_config
-from megatron_hope.training.config import DEFAULT_RUN_DIR, PretrainConfig
+import torch.distributed as dist  # noqa: E402
+
+from megatron_hope.training.arguments import parse_config  # noqa: E402
+from megatron_hope.training.config import DEFAULT_RUN_DIR, PretrainConfig  # noqa: E402
 
 logger = logging.getLogger("megatron_hope")
 
