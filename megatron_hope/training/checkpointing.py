@@ -10,8 +10,12 @@ A checkpoint is written into `iter_XXXXXXX.incomplete/`, renamed when every rank
 and only then named in the tracker (written to a temporary file and renamed), so a preempted
 save never leaves a directory or tracker that could be taken for a whole checkpoint.
 
-Model and optimizer state are sharded tensors: a checkpoint saved at one TP/PP/DP layout loads
-at another (the distributed optimizer saves the `fully_reshardable` form for that reason).
+Model weights are sharded tensors: a checkpoint saved at one TP/PP/DP layout loads at another.
+The regular optimizer's state reshards the same way. The distributed optimizer's state is saved
+in megatron-core's `dp_reshardable` form, which follows data-parallel changes only: its
+`fully_reshardable` form cannot restore torch Adam's state without apex/TE (megatron-core 0.16.1
+looks for a per-parameter `step` it never saved). A model-only load (`--no-load-optim`) covers
+the rest.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 TRACKER_FILENAME = "latest_checkpointed_iteration.txt"
 RUN_METADATA_FILENAME = "hope_run.json"
-OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "fully_reshardable"}
+OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}
+"""How the distributed optimizer's state is sharded on disk (see the module docstring)."""
 
 
 def checkpoint_dir(save_dir: str | Path, iteration: int) -> Path:
@@ -103,6 +108,60 @@ def _rng_sharded_object(state: dict[str, Any] | None) -> ShardedObject:
         ),
         replica_id=parallel_state.get_data_parallel_rank(),
     )
+
+
+def _initialize_empty_adam_state(optimizer) -> None:
+    """Give a never-stepped torch Adam its per-parameter state before loading into it.
+
+    Without apex/TE, megatron-core's DistributedOptimizer reads every parameter's `step` while
+    building the state dict it loads into, and torch's Adam creates that state only at its first
+    step. The zeros are overwritten by the checkpoint's values.
+    """
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        torch_optimizer = getattr(inner, "optimizer", None)
+        if not isinstance(torch_optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+            continue
+        for group in torch_optimizer.param_groups:
+            for param in group["params"]:
+                state = torch_optimizer.state[param]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(param)
+                    state["exp_avg_sq"] = torch.zeros_like(param)
+
+
+def _saved_adam_steps(state: Any) -> set[float]:
+    """Every `step` recorded in the param groups of a loaded optimizer state dict."""
+    steps: set[float] = set()
+    if isinstance(state, dict):
+        for group in state.get("param_groups", []) or []:
+            if isinstance(group, dict) and group.get("step") is not None:
+                steps.add(float(group["step"]))
+        for value in state.values():
+            steps |= _saved_adam_steps(value)
+    elif isinstance(state, (list, tuple)):
+        for value in state:
+            steps |= _saved_adam_steps(value)
+    return steps
+
+
+def _restore_adam_steps(optimizer, loaded_state: Any) -> None:
+    """Put the saved step count back into torch Adam's per-parameter state.
+
+    Without apex/TE, megatron-core's DistributedOptimizer saves the step in its param groups but
+    its `dp_reshardable` load leaves torch Adam's per-parameter `step` as it found it, which
+    would restart Adam's bias correction after a resume.
+    """
+    steps = _saved_adam_steps(loaded_state)
+    if len(steps) != 1:
+        return
+    step = steps.pop()
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        torch_optimizer = getattr(inner, "optimizer", None)
+        if isinstance(torch_optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+            for state in torch_optimizer.state.values():
+                if "step" in state:
+                    state["step"] = torch.tensor(step)
 
 
 def _model_sharded_state_dict(model_chunks) -> dict[str, Any]:
@@ -204,6 +263,23 @@ def load_checkpoint(
         saved_layout.get(key) == current[key]
         for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size")
     )
+    saved_distributed = bool(metadata.get("args", {}).get("use_distributed_optimizer"))
+    current_distributed = bool(getattr(getattr(optimizer, "config", None),
+                                       "use_distributed_optimizer", False))
+    if load_optimizer and optimizer is not None:
+        if saved_distributed != current_distributed:
+            raise ValueError(
+                f"--load {load_dir}: its optimizer state was saved "
+                f"{'with' if saved_distributed else 'without'} --use-distributed-optimizer and "
+                f"this run is {'with' if current_distributed else 'without'} it; use the same "
+                "setting, or add --no-load-optim to load the model weights only"
+            )
+        if saved_distributed and not same_model_parallel:
+            raise ValueError(
+                f"--load {load_dir}: the distributed optimizer's state was saved at {saved_layout} "
+                "and reshards only across data-parallel sizes; keep TP/PP as saved, or add "
+                "--no-load-optim to load the model weights only at the new layout"
+            )
     if load_rng and not same_model_parallel:
         logger.info("checkpoint layout %s differs from %s: RNG states not restored",
                     saved_layout, current)
@@ -213,6 +289,7 @@ def load_checkpoint(
     model_state = sharded["model"] if len(model_chunks) == 1 else sharded
     if load_optimizer and optimizer is not None:
         content = dist_checkpointing.load_content_metadata(str(directory)) or OPTIMIZER_SHARDING
+        _initialize_empty_adam_state(optimizer)
         sharded["optimizer"] = optimizer.sharded_state_dict(
             model_state, is_loading=True, metadata=content
         )
@@ -226,7 +303,9 @@ def load_checkpoint(
         for i, chunk in enumerate(model_chunks):
             chunk.load_state_dict(loaded[f"model{i}"])
     if load_optimizer and optimizer is not None:
-        optimizer.load_state_dict(loaded["optimizer"])
+        with torch.no_grad():  # upstream copies into leaf parameters in place
+            optimizer.load_state_dict(loaded["optimizer"])
+        _restore_adam_steps(optimizer, loaded["optimizer"])
         if scheduler is not None and loaded.get("opt_param_scheduler") is not None:
             scheduler.load_state_dict(loaded["opt_param_scheduler"])
     if load_rng:

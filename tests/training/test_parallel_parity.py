@@ -141,12 +141,18 @@ def test_two_rank_layouts_match_single_process(data, initial_checkpoint, baselin
         assert losses[iteration] == pytest.approx(expected, rel=RTOL), iteration
 
 
-def test_resume_continues_exactly(data, initial_checkpoint, baseline, tmp_path):
+@pytest.mark.parametrize(
+    "ranks, layout",
+    [(1, {}), (2, {"use_distributed_optimizer": True})],
+    ids=["single", "dp2-distopt"],
+)
+def test_resume_continues_exactly(data, initial_checkpoint, baseline, tmp_path, ranks, layout):
     save = str(tmp_path / "ckpt")
-    [first] = run_on_ranks(1, _pretrain, data, from_initial(
-        initial_checkpoint, save=save, exit_interval=3))
-    assert first["final_iteration"] == 3
-    [second] = run_on_ranks(1, _pretrain, data, {"load": save, "save": save})
+    first = run_on_ranks(ranks, _pretrain, data, from_initial(
+        initial_checkpoint, save=save, exit_interval=3, **layout))
+    assert first[0]["final_iteration"] == 3
+    second = last_stage_losses_and_validation(
+        run_on_ranks(ranks, _pretrain, data, {"load": save, "save": save, **layout}))
     assert sorted(second["train"]) == [4, 5]
     for iteration in (4, 5):
         assert second["train"][iteration] == pytest.approx(baseline["train"][iteration],
@@ -154,6 +160,17 @@ def test_resume_continues_exactly(data, initial_checkpoint, baseline, tmp_path):
     # The uninterrupted and the resumed run end on the same weights.
     assert second["validation"][TRAIN_ITERS] == pytest.approx(
         baseline["validation"][TRAIN_ITERS], rel=RTOL)
+    if layout.get("use_distributed_optimizer"):
+        # Its optimizer state follows DP changes only: a TP change says so and names the way out.
+        from tests.distributed import RankFailure
+
+        with pytest.raises(RankFailure, match="reshards only across data-parallel sizes"):
+            run_on_ranks(2, _pretrain, data, {"load": save, "tensor_model_parallel_size": 2,
+                                              "use_distributed_optimizer": True})
+
+
+def last_stage_losses_and_validation(per_rank: list[dict]) -> dict:
+    return next(r for r in per_rank if r["train"])
 
 
 def test_tp2_checkpoint_loads_at_tp1(data, initial_checkpoint, tmp_path):
