@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"hope-pretrain: error: {error}", file=sys.stderr)
         return 2
-    if result.train_losses:
+    if result.logging_rank and result.train_losses:
         first, last = min(result.train_losses), max(result.train_losses)
         print(f"done: {result.final_iteration} iterations ({result.exit_reason}); lm loss "
               f"{result.train_losses[first]:.4f} (it {first}) -> "

@@ -78,17 +78,27 @@ def detect_launch_environment(environ: dict[str, str] | None = None) -> LaunchEn
             master_port=int(env.get("MASTER_PORT", DEFAULT_SLURM_MASTER_PORT)),
             launcher="torchrun",
         )
-    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+    # Only a job step (srun) has one process per task; a batch script itself also sees
+    # SLURM_PROCID=0 and SLURM_NTASKS, but is one process and must not wait for the others.
+    if "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
         nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
         return LaunchEnvironment(
             rank=int(env["SLURM_PROCID"]),
-            world_size=int(env["SLURM_NTASKS"]),
+            world_size=int(env.get("SLURM_STEP_NUM_TASKS") or env["SLURM_NTASKS"]),
             local_rank=int(env.get("SLURM_LOCALID", 0)),
             master_addr=env.get("MASTER_ADDR") or first_slurm_host(nodelist),
-            master_port=int(env.get("MASTER_PORT", DEFAULT_SLURM_MASTER_PORT)),
+            master_port=int(env.get("MASTER_PORT") or slurm_master_port(env)),
             launcher="slurm",
         )
     return LaunchEnvironment(0, 1, 0, "127.0.0.1", _free_port(), "single")
+
+
+def slurm_master_port(env: dict[str, str]) -> int:
+    """A port per job, so that two jobs sharing a node do not both listen on 29500."""
+    job_id = env.get("SLURM_JOB_ID")
+    if job_id and job_id.isdigit():
+        return 20000 + int(job_id) % 20000
+    return DEFAULT_SLURM_MASTER_PORT
 
 
 def set_random_seed(seed: int) -> None:

@@ -67,6 +67,8 @@ class PretrainResult:
     tokens_per_second: float = 0.0
     """Mean over the run's iterations after the first (which pays one-off set-up costs)."""
     exit_reason: str = "finished"
+    logging_rank: bool = False
+    """True on the one rank that prints the run's log lines."""
 
 
 def _unwrap(model):
@@ -362,7 +364,7 @@ def _is_logging_rank() -> bool:
 def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
     train_dataset, valid_dataset = _build_datasets(config, trainer)
     state = trainer.state
-    result = PretrainResult(final_iteration=state.iteration)
+    result = PretrainResult(final_iteration=state.iteration, logging_rank=_is_logging_rank())
     last_stage = parallel_state.is_pipeline_last_stage()
     reporter = Reporter(_is_logging_rank(), config.train_iters, state.iteration,
                         config.tensorboard_dir, config.progress)

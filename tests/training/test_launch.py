@@ -18,17 +18,34 @@ def test_torchrun_variables():
 
 def test_slurm_variables_derive_the_master_from_the_node_list():
     launch = detect_launch_environment({
-        "SLURM_PROCID": "9", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1",
-        "SLURM_JOB_NODELIST": "gpu-[017-018]",
+        "SLURM_PROCID": "9", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1", "SLURM_STEP_ID": "0",
+        "SLURM_JOB_NODELIST": "gpu-[017-018]", "SLURM_JOB_ID": "123456",
     })
     assert (launch.rank, launch.world_size, launch.local_rank) == (9, 16, 1)
     assert launch.master_addr == "gpu-017"
+    assert launch.master_port == 20000 + 123456 % 20000
     assert launch.launcher == "slurm"
+
+
+def test_slurm_step_task_count_wins():
+    launch = detect_launch_environment({
+        "SLURM_PROCID": "1", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "2",
+        "SLURM_STEP_ID": "3", "SLURM_JOB_NODELIST": "n1",
+    })
+    assert launch.world_size == 2
+
+
+def test_slurm_batch_script_without_srun_is_one_process():
+    launch = detect_launch_environment({
+        "SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_NODELIST": "n[1-2]",
+        "SLURM_JOB_ID": "77",
+    })
+    assert (launch.rank, launch.world_size, launch.launcher) == (0, 1, "single")
 
 
 def test_slurm_respects_an_exported_master():
     launch = detect_launch_environment({
-        "SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "a,b",
+        "SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "a,b", "SLURM_STEP_ID": "0",
         "MASTER_ADDR": "10.0.0.5", "MASTER_PORT": "1234",
     })
     assert (launch.master_addr, launch.master_port) == ("10.0.0.5", 1234)
