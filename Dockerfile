@@ -17,7 +17,8 @@ FROM ${BASE_IMAGE}
 # from touching the image's torch/numpy. megatron-core itself needs only torch, numpy, packaging,
 # all in the image; Python 3.12 resolves 0.19.x inside our tested range.
 RUN pip install --no-cache-dir --no-deps "megatron-core>=0.16.1,<0.20" \
- && pip install --no-cache-dir psutil tensorboard tqdm tokenizers safetensors nltk
+ && pip install --no-cache-dir psutil tensorboard tqdm tokenizers safetensors nltk "transformers>=5" \
+        zstandard orjson gigatoken sentencepiece
 
 WORKDIR /workspace/megatron-hope
 COPY . .

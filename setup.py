@@ -23,14 +23,25 @@ setup(
         "tokenizers",
         "safetensors",
         "nltk",
+        # Llama's rope type "proportional" (exact HoPE in the HF export) arrived in transformers 5.
+        "transformers>=5",
+        # RedPajama readers (.zst), fast JSON, the fast tokenizer backend, SentencePiece models.
+        "zstandard",
+        "orjson",
+        "gigatoken",
+        "sentencepiece",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout", "ruff"],
+        "eval": ["lm_eval[hf]==0.4.13"],
     },
     entry_points={
         "console_scripts": [
             "hope-pretrain=megatron_hope.training.cli:main",
             "hope-rope=megatron_hope.rope.cli:main",
+            "hope-convert=megatron_hope.convert.cli:main",
+            "hope-preprocess=megatron_hope.data.cli:main",
+            "hope-train-tokenizer=megatron_hope.data.cli:train_tokenizer_main",
         ],
     },
 )

@@ -105,18 +105,19 @@ def write_indexed_dataset(
     suffix = f".tmp-{os.getpid()}"
     bin_temporary = bin_path.with_name(bin_path.name + suffix)
     idx_temporary = idx_path.with_name(idx_path.name + suffix)
-    eod = [tokenizer.eod] if append_eod else []
+    from megatron_hope.data.backends import ReferenceEncoder
+    from megatron_hope.data.preprocess import append_texts
+
+    encoder = ReferenceEncoder(tokenizer)
+    eod = tokenizer.eod if append_eod else None
     num_documents = num_tokens = 0
     bar = _progress_bar(progress, output_prefix.name)
     builder = None
     try:
         builder = IndexedDatasetBuilder(str(bin_temporary), dtype=dtype)
         for batch in _batches(iter_jsonl_texts(jsonl_paths, json_key), batch_size):
-            for ids in tokenizer.encode_batch(batch):
-                document = numpy.asarray(ids + eod, dtype=dtype)
-                # One sequence per document, as preprocess_data.py writes without sentence splits.
-                builder.add_document(document, [document.size])
-                num_tokens += document.size
+            # One sequence per document, as preprocess_data.py writes without sentence splits.
+            num_tokens += append_texts(builder, batch, encoder, eod)[1]
             num_documents += len(batch)
             if bar is not None:
                 bar.update(len(batch))
@@ -149,3 +150,85 @@ def _progress_bar(enabled: bool, description: str):
     except ImportError:  # tqdm is optional: progress is a convenience
         return None
     return tqdm(desc=f"encoding {description}", unit=" docs")
+
+
+def merge_indexed_datasets(
+    prefixes: Iterable[str | os.PathLike], output_prefix: str | os.PathLike
+) -> IndexedStats:
+    """Concatenate `.bin/.idx` pairs, in order, into `<output_prefix>.bin/.idx`, streaming.
+
+    The bytes are exactly those of megatron-core's `IndexedDatasetBuilder.add_index` over the same
+    prefixes then `finalize` (tests/data/test_indexed.py checks it), but memory stays at one
+    input index: the builder keeps every sequence length and document index of the whole output in
+    Python lists (about 100 bytes per sequence with the pointers `finalize` derives: tens of GB
+    for RedPajama's common_crawl), which is what runs Megatron-LM's merge out of memory. Inputs
+    are read with megatron-core's own `IndexedDataset`; the `.idx` written is its documented
+    layout: header, version, dtype code, counts, int32 lengths, int64 byte pointers, int64
+    document indices. Written under temporary names and renamed when complete.
+    """
+    import shutil
+    import struct
+
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    prefixes = [str(prefix) for prefix in prefixes]
+    if not prefixes:
+        raise ValueError("nothing to merge: no input prefixes")
+    output_prefix = Path(output_prefix)
+    output_prefix.parent.mkdir(parents=True, exist_ok=True)
+
+    def each_index():
+        for prefix in prefixes:
+            dataset = IndexedDataset(prefix)
+            yield prefix, dataset.index
+            del dataset
+
+    dtype = sequences = None
+    sequences = documents = tokens = 0
+    for prefix, index in each_index():
+        if dtype is None:
+            dtype = index.dtype
+        elif index.dtype != dtype:
+            raise ValueError(
+                f"{prefix}: token dtype {numpy.dtype(index.dtype).name} differs from "
+                f"{numpy.dtype(dtype).name} of {prefixes[0]}; merge outputs of one tokenizer"
+            )
+        sequences += len(index.sequence_lengths)
+        documents += len(index.document_indices) - 1
+        tokens += int(index.sequence_lengths.sum(dtype=numpy.int64))
+    bin_path = Path(get_bin_path(str(output_prefix)))
+    idx_path = Path(get_idx_path(str(output_prefix)))
+    suffix = f".tmp-{os.getpid()}"
+    bin_temporary = bin_path.with_name(bin_path.name + suffix)
+    idx_temporary = idx_path.with_name(idx_path.name + suffix)
+    try:
+        with open(bin_temporary, "wb") as data:
+            for prefix in prefixes:
+                with open(get_bin_path(prefix), "rb") as part:
+                    shutil.copyfileobj(part, data, 16 << 20)
+        with open(idx_temporary, "wb") as index_file:
+            index_file.write(b"MMIDIDX\x00\x00")
+            index_file.write(struct.pack("<Q", 1))
+            index_file.write(struct.pack("<B", DType.code_from_dtype(dtype)))
+            index_file.write(struct.pack("<Q", sequences))
+            index_file.write(struct.pack("<Q", documents + 1))
+            for _, index in each_index():
+                index_file.write(index.sequence_lengths.astype(numpy.int32).tobytes(order="C"))
+            byte_offset = 0
+            for prefix, index in each_index():
+                pointers = index.sequence_pointers.astype(numpy.int64) + byte_offset
+                index_file.write(pointers.tobytes(order="C"))
+                byte_offset += os.path.getsize(get_bin_path(prefix))
+            index_file.write(numpy.zeros(1, dtype=numpy.int64).tobytes())
+            sequence_offset = 0
+            for _, index in each_index():
+                ends = index.document_indices[1:].astype(numpy.int64) + sequence_offset
+                index_file.write(ends.tobytes(order="C"))
+                sequence_offset += len(index.sequence_lengths)
+        idx_path.unlink(missing_ok=True)
+        os.replace(bin_temporary, bin_path)
+        os.replace(idx_temporary, idx_path)
+    finally:
+        bin_temporary.unlink(missing_ok=True)
+        idx_temporary.unlink(missing_ok=True)
+    return IndexedStats(output_prefix, documents, tokens, numpy.dtype(dtype).name)

@@ -147,35 +147,18 @@ def iter_jsonl_texts(
 ) -> Iterator[str]:
     """Yield `record[json_key]` for every non-blank line of the JSONL files, in order, streaming.
 
-    Raises ValueError naming `file:line` for a line that is not a JSON object, lacks the key, or
-    holds a non-string under it, so a bad shard is found without bisecting it by hand.
+    Reads what `hope-preprocess` reads (`.jsonl`, `.jsonl.gz`, `.jsonl.zst`, RedPajama-V2
+    `.json.gz`) through `megatron_hope.data.readers`, but strictly: raises ValueError naming
+    `file:line` for a line that is not a JSON object, lacks the key, holds a non-string under it
+    or is not UTF-8, and for a truncated compressed file, so a bad shard is found without
+    bisecting it by hand. Empty texts are yielded (they are documents here).
     """
+    from megatron_hope.data.readers import BadRecordError, Document, iter_records
+
     if isinstance(jsonl_paths, (str, os.PathLike)):
         jsonl_paths = [jsonl_paths]
     for jsonl_path in jsonl_paths:
-        with open(jsonl_path, encoding="utf-8") as lines:
-            for line_number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                where = f"{jsonl_path}:{line_number}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{where}: not valid JSON ({error})") from error
-                # ValueError, not TypeError, for every defect: the file's contents are bad, not the
-                # caller's arguments, and a caller catches one exception for "bad shard".
-                if not isinstance(record, dict):
-                    raise ValueError(  # noqa: TRY004
-                        f"{where}: expected a JSON object, got {type(record).__name__}"
-                    )
-                if json_key not in record:
-                    raise ValueError(
-                        f"{where}: no {json_key!r} key (keys: {', '.join(map(repr, record))}); "
-                        f"pick the text field with json_key / --json-keys"
-                    )
-                text = record[json_key]
-                if not isinstance(text, str):
-                    raise ValueError(  # noqa: TRY004
-                        f"{where}: {json_key!r} holds a {type(text).__name__}, expected a string"
-                    )
-                yield text
+        for item in iter_records(jsonl_path, (json_key,), skip_empty=False):
+            if not isinstance(item, Document):
+                raise BadRecordError(item)
+            yield item.texts[0]

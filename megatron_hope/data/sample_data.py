@@ -8,7 +8,8 @@ network nor prepared data:
     # --data-path {sample.data_prefix} --tokenizer-type HuggingFaceTokenizer
     # --tokenizer-model {sample.tokenizer_path}
 
-The first call takes about 10 s on 2 cores (plus importing megatron-core); later calls with the same settings reuse the files.
+The first call takes about 10 s on 2 cores (plus importing megatron-core); later calls with the
+same settings reuse the files.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tiny checkpoints for the conversion tests, trained in forked gloo ranks (see tests/distributed)."""
+"""Tiny checkpoints for the conversion tests, trained in forked gloo ranks (tests/distributed)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,101 @@ def prepare_data(directory):
     vocab = build_tokenizer("HuggingFaceTokenizer", str(sample.tokenizer_path)).vocab_size
     return {"prefix": str(sample.data_prefix), "tokenizer": str(sample.tokenizer_path),
             "vocab_size": vocab}
+
+
+CHECKPOINTS = {
+    # name: (ranks, model changes, run changes)
+    "hope_tp1_gqa_untied": (1, {}, {}),
+    "hope_tp2_tied": (2, {"untie": False}, {"tensor_model_parallel_size": 2}),
+    "prope_pp2_untied": (2, {"kind": "p-rope", "rope_fraction": 0.5},
+                         {"pipeline_model_parallel_size": 2}),
+    "rope_tp1_mha_tied": (1, {"kind": "rope", "untie": False, "query_groups": None}, {}),
+}
+
+
+def export_many(rank, jobs):
+    """Run several exports in one process; returns per job the verify diff (or the error) and
+    the Megatron logits of the verification tokens, for an independent comparison."""
+    from megatron_hope.convert.export import ExportOptions, export_checkpoint
+    from megatron_hope.convert.verify import verification_tokens
+    from megatron_hope.training.model_loading import load_model_from_checkpoint
+
+    results, reference = {}, {}
+    for name, options in jobs.items():
+        result = export_checkpoint(ExportOptions(**options, progress=False))
+        tokens = verification_tokens(result.save_dir / "tokenizer.json", SEQ_LENGTH)
+        if options["load_dir"] not in reference:
+            reference[options["load_dir"]] = load_model_from_checkpoint(
+                options["load_dir"]).logits(tokens)
+        logits = reference[options["load_dir"]]
+        results[name] = {"diff": result.max_abs_diff, "tokens": tokens, "logits": logits,
+                         "save_dir": str(result.save_dir)}
+    return results
+
+
+def cli_many(rank, argvs):
+    """`hope-convert` main() on each argv; returns (exit code, stderr) per run."""
+    import contextlib
+    import io
+
+    from megatron_hope.convert.cli import main
+
+    outcomes = []
+    for argv in argvs:
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            code = main([*list(argv), "--no-progress"])
+        outcomes.append((code, stderr.getvalue()))
+    return outcomes
+
+
+def megatron_tensors(rank, load_dir):
+    """Every model tensor of a checkpoint, read through the conversion's reader."""
+    from megatron_hope.convert.export import ensure_single_process
+    from megatron_hope.convert.mcore_checkpoint import CheckpointReader, expected_shapes
+
+    ensure_single_process()
+    reader = CheckpointReader.open(load_dir)
+    out = {}
+    for name in expected_shapes(reader.arch, reader.padded_vocab_size):
+        layers = range(reader.arch.num_layers) if "{i}" in name else [None]
+        for layer in layers:
+            out[name.replace("{i}", str(layer))] = reader.read(name, layer)
+    return {"tensors": out, "metadata": reader.metadata}
+
+
+def megatron_logits(rank, load_dir, tokens):
+    from megatron_hope.training.model_loading import load_model_from_checkpoint
+
+    return load_model_from_checkpoint(load_dir).logits(tokens)
+
+
+def import_and_read(rank, argv, load_dir, tokens):
+    """hope-convert --from-hf, then the imported checkpoint's tensors and logits."""
+    from megatron_hope.convert.cli import main
+
+    assert main(["--from-hf", *argv, "--no-progress"]) == 0
+    tensors = megatron_tensors(rank, load_dir)
+    if tokens is not None:
+        tensors["logits"] = megatron_logits(rank, load_dir, tokens)
+    return tensors
+
+
+def continue_pretraining(rank, data, load_dir, model_changes, run_changes):
+    from megatron_hope.training.cli import run
+
+    config = tiny_config(data, load=load_dir, no_load_optim=True, no_load_rng=True,
+                         **model_changes, **run_changes)
+    _, result = run(config)
+    return result.train_losses
+
+
+def round_trip(rank, load_dir, hf_dir, back_dir, export_argv):
+    """Export with `export_argv`, import back at TP=2 padding; both checkpoints' tensors."""
+    from megatron_hope.convert.cli import main
+
+    assert main(["--load-dir", load_dir, "--save-dir", hf_dir, "--no-verify", "--no-progress",
+                 *export_argv]) == 0
+    assert main(["--from-hf", "--load-dir", hf_dir, "--save-dir", back_dir, "--no-progress",
+                 "--target-tensor-parallel-size", "2"]) == 0
+    return megatron_tensors(rank, load_dir), megatron_tensors(rank, back_dir)

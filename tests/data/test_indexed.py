@@ -88,3 +88,31 @@ def test_bad_lines_are_named_by_file_and_line(tmp_path, bad_line, message):
     assert not list(tmp_path.glob("*.tmp-*"))
     dataset = IndexedDataset(str(prefix))
     assert dataset[0].tolist() == [ord("o"), ord("k"), 511]
+
+
+def test_streaming_merge_equals_megatron_core_add_index(tmp_path):
+    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+
+    from megatron_hope.data.indexed import merge_indexed_datasets
+
+    tokenizer = CharacterTokenizer(70_000)
+    parts = []
+    for number, texts in enumerate([["a", "bc", "déf"], ["only one"], ["x" * 300, "y", "z"]]):
+        corpus = write_jsonl(tmp_path / f"{number}.jsonl", [json.dumps({"text": t}) for t in texts])
+        write_indexed_dataset(corpus, tokenizer, tmp_path / f"part{number}")
+        parts.append(str(tmp_path / f"part{number}"))
+
+    dtype = DType.optimal_dtype(70_000)
+    builder = IndexedDatasetBuilder(str(tmp_path / "builder.bin"), dtype=dtype)
+    for part in parts:
+        builder.add_index(part)
+    builder.finalize(str(tmp_path / "builder.idx"))
+    stats = merge_indexed_datasets(parts, tmp_path / "merged")
+
+    for extension in (".bin", ".idx"):
+        merged = (tmp_path / f"merged{extension}").read_bytes()
+        assert merged == (tmp_path / f"builder{extension}").read_bytes()
+    assert (stats.num_documents, stats.num_tokens, stats.dtype) == (7, 316 + 7, "int32")
+    dataset = IndexedDataset(str(tmp_path / "merged"))
+    assert dataset[3].tolist() == [ord(c) for c in "only one"] + [tokenizer.eod]
+    assert not list(tmp_path.glob("*.tmp-*"))

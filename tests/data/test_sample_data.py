@@ -49,7 +49,7 @@ def test_documents_round_trip_through_indexed_dataset(sample, tokenizer):
     assert len(dataset) == len(texts) == sample.num_documents
     assert int(dataset.sequence_lengths.sum()) == sample.num_tokens
     for index in sorted({0, 1, len(texts) // 2, len(texts) - 1}):
-        expected = tokenizer.tokenize(texts[index]) + [tokenizer.eod]
+        expected = [*tokenizer.tokenize(texts[index]), tokenizer.eod]
         assert dataset[index].tolist() == expected
         assert tokenizer.detokenize(dataset[index][:-1]) == texts[index]
 

@@ -45,7 +45,7 @@ def test_training_writes_tokenizer_json_with_special_tokens_first(tokenizer_path
 
 def test_text_round_trips_including_unseen_bytes(tokenizer_path):
     tokenizer = HopeTokenizer(tokenizer_path.parent)  # a directory holding tokenizer.json works too
-    for text in DOCUMENTS[:3] + ["never seen: ßøæ 中文 \x00\t"]:
+    for text in [*DOCUMENTS[:3], "never seen: ßøæ 中文 \x00\t"]:
         ids = tokenizer.tokenize(text)
         assert tokenizer.detokenize(ids) == text
     assert tokenizer.encode_batch(DOCUMENTS[:3]) == [tokenizer.tokenize(t) for t in DOCUMENTS[:3]]
@@ -89,11 +89,11 @@ def test_build_tokenizer_errors_name_the_flag(tokenizer_type, tokenizer_model, f
 
 
 def test_build_tokenizer_rejects_unreadable_and_incomplete_files(tmp_path, tokenizer_path):
-    with pytest.raises(ValueError, match="--tokenizer-model.*without a tokenizer.json"):
+    with pytest.raises(ValueError, match=r"--tokenizer-model.*without a tokenizer.json"):
         build_tokenizer("HuggingFaceTokenizer", tmp_path)
     broken = tmp_path / "tokenizer.json"
     broken.write_text("{not json")
-    with pytest.raises(ValueError, match="--tokenizer-model.*not a HuggingFace tokenizers file"):
+    with pytest.raises(ValueError, match=r"--tokenizer-model.*not a HuggingFace tokenizers file"):
         build_tokenizer("HuggingFaceTokenizer", broken)
 
     # A tokenizer without an end-of-document token cannot separate documents.
@@ -102,7 +102,7 @@ def test_build_tokenizer_rejects_unreadable_and_incomplete_files(tmp_path, token
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps({"text": "some text"}) + "\n")
     train_bpe_tokenizer(corpus, no_eod, vocab_size=260, special_tokens=("<s>",))
-    with pytest.raises(ValueError, match="--tokenizer-model.*end-of-document"):
+    with pytest.raises(ValueError, match=r"--tokenizer-model.*end-of-document"):
         build_tokenizer("HuggingFaceTokenizer", no_eod)
 
 

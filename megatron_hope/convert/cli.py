@@ -1,0 +1,97 @@
+"""`hope-convert`: Megatron (hope-pretrain) <-> HuggingFace checkpoints with exact HoPE.
+
+    # Megatron -> HF Llama (transformers >= 5, rope type "proportional"); verifies itself
+    hope-convert --load-dir runs/hope/checkpoints --save-dir runs/hope/hf
+
+    # Phi3 (also loads in transformers 4.x), with position interpolation x4 for inference
+    hope-convert --load-dir runs/hope/checkpoints --save-dir runs/hope/hf-phi3 --target phi3 \\
+        --rope-scaling linear:4
+
+    # HF -> Megatron (our exports, or a plain Llama RoPE model switched to HoPE)
+    hope-convert --from-hf --load-dir llama-dir --save-dir runs/llama-hope \\
+        --position-embedding-type hope --hope-train-length 4096 --target-tensor-parallel-size 2
+    hope-pretrain --load runs/llama-hope --no-load-optim --no-load-rng <the model's flags> ...
+
+Runs on one CPU process (no torchrun); flag names follow Megatron-LM's
+tools/checkpoint/convert.py where they overlap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from megatron_hope.convert.weight_map import TARGETS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hope-convert", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--load-dir", required=True,
+                        help="hope-pretrain --save directory (or the HF directory with --from-hf)")
+    parser.add_argument("--save-dir", required=True, help="directory to create")
+    parser.add_argument("--from-hf", action="store_true", help="HF -> Megatron instead")
+    parser.add_argument("--target", default="llama",
+                        help=f"HF architecture to export to: {', '.join(TARGETS)} (default llama)")
+    parser.add_argument("--rope-scaling", default=None,
+                        help="inference-time scaling in the exported config: linear:F or "
+                             "yarn:F[:ORIGINAL_LENGTH]")
+    parser.add_argument("--dtype", default="auto",
+                        help="auto (the checkpoint's), float32, bfloat16 or float16")
+    parser.add_argument("--max-shard-size", default="5GB", help="per safetensors file")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the HF-vs-Megatron logit check after export")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="max |logit difference| (default 1e-4 fp32, 0.1 16-bit)")
+    parser.add_argument("--keep-vocab-padding", action="store_true",
+                        help="keep Megatron's padded vocabulary rows in the export")
+    parser.add_argument("--tokenizer-model", default=None,
+                        help="the run's tokenizer.json if it moved since training")
+    parser.add_argument("--overwrite", action="store_true", help="replace --save-dir")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = parser.add_argument_group("--from-hf")
+    group.add_argument("--target-tensor-parallel-size", type=int, default=1)
+    group.add_argument("--target-pipeline-parallel-size", type=int, default=1)
+    group.add_argument("--position-embedding-type", default=None,
+                       help="switch the encoding on import, e.g. hope for a RoPE model")
+    group.add_argument("--hope-train-length", type=int, default=None)
+    group.add_argument("--rope-fraction", type=float, default=None)
+    group.add_argument("--seq-length", type=int, default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    from megatron_hope.convert.mcore_checkpoint import ConversionError
+
+    try:
+        if args.from_hf:
+            from megatron_hope.convert.import_hf import ImportOptions, import_checkpoint
+
+            path = import_checkpoint(ImportOptions(
+                args.load_dir, args.save_dir, args.target_tensor_parallel_size,
+                args.target_pipeline_parallel_size, args.position_embedding_type,
+                args.hope_train_length, args.rope_fraction, args.seq_length, args.overwrite,
+                not args.no_progress))
+            print(f"hope-convert: wrote Megatron checkpoint {path} (load it with hope-pretrain "
+                  "--load ... --no-load-optim --no-load-rng)")
+            return 0
+        from megatron_hope.convert.export import ExportOptions, export_checkpoint
+
+        result = export_checkpoint(ExportOptions(
+            args.load_dir, args.save_dir, args.target, args.rope_scaling, args.dtype,
+            args.max_shard_size, not args.no_verify, args.tolerance, args.keep_vocab_padding,
+            args.tokenizer_model, args.overwrite, not args.no_progress))
+    except ConversionError as error:
+        print(f"hope-convert: error: {error}", file=sys.stderr)
+        return 2
+    print(f"hope-convert: wrote {result.save_dir} ({args.target}, "
+          f"{result.bytes_written / 1e6:.1f} MB of weights) in {result.seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Check an HF export against the Megatron checkpoint it came from: same tokens, same logits.
+
+    diff = compare_logits("runs/hope/checkpoints", "runs/hope/hf")   # max |logit difference|
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+VERIFY_TEXT = (
+    "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
+    "    return a\n\nclass Stack:\n    def __init__(self):\n        self.items = []\n"
+)
+
+
+def verification_tokens(tokenizer_file: str | Path, length: int) -> torch.Tensor:
+    """`[1, length]` token ids of a fixed text (repeated as needed)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    ids: list[int] = []
+    while len(ids) < length:
+        ids += tokenizer.encode(VERIFY_TEXT, add_special_tokens=False).ids
+    return torch.tensor([ids[:length]], dtype=torch.long)
+
+
+@torch.no_grad()
+def hf_logits(hf_dir: str | Path, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Logits `[b, s, vocab]` of the export loaded with stock `AutoModelForCausalLM`."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
+    model.eval()
+    return model(tokens).logits[..., :vocab_size].float()
+
+
+def compare_logits(load_dir: str | Path, hf_dir: str | Path, tokens: torch.Tensor,
+                   seq_len_interpolation_factor: float | None = None) -> float:
+    """Max absolute logit difference between the Megatron checkpoint and the HF export."""
+    from megatron_hope.training.model_loading import load_model_from_checkpoint
+
+    loaded = load_model_from_checkpoint(
+        load_dir, seq_len_interpolation_factor=seq_len_interpolation_factor)
+    device = next(loaded.model.parameters()).device  # the model is on the GPU where there is one
+    reference = loaded.logits(tokens.to(device)).cpu()
+    vocab = loaded.vocab_size
+    del loaded
+    exported = hf_logits(hf_dir, tokens, vocab)
+    return float((reference - exported).abs().max())
