@@ -18,7 +18,7 @@ FROM ${BASE_IMAGE}
 # all in the image; Python 3.12 resolves 0.19.x inside our tested range.
 RUN pip install --no-cache-dir --no-deps "megatron-core>=0.16.1,<0.20" \
  && pip install --no-cache-dir psutil tensorboard tqdm tokenizers safetensors nltk "transformers>=5" \
-        zstandard orjson gigatoken sentencepiece
+        zstandard orjson gigatoken sentencepiece matplotlib
 
 WORKDIR /workspace/megatron-hope
 COPY . .

@@ -30,6 +30,8 @@ setup(
         "orjson",
         "gigatoken",
         "sentencepiece",
+        # hope-eval's plots.
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout", "ruff"],
@@ -42,6 +44,7 @@ setup(
             "hope-convert=megatron_hope.convert.cli:main",
             "hope-preprocess=megatron_hope.data.cli:main",
             "hope-train-tokenizer=megatron_hope.data.cli:train_tokenizer_main",
+            "hope-eval=megatron_hope.eval.cli:main",
         ],
     },
 )

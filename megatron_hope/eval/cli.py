@@ -1,0 +1,167 @@
+"""hope-eval: the HoPE paper's evaluations on a hope-pretrain checkpoint or an HF model.
+
+    hope-eval ppl-vs-length --load runs/hope/checkpoints --data data/heldout_text_document \
+        --output-dir eval/hope
+    hope-eval copy      --load runs/hope/checkpoints --output-dir eval/hope --samples 500
+    hope-eval copy      --load runs/hope/checkpoints --rope-scaling yarn:4 \
+        --output-dir eval/hope-yarn
+    hope-eval fewshot   --hf-model exports/hope-hf --task-file glue/SST-2/dev.tsv \
+        --task-file glue/RTE/dev.tsv --output-dir eval/hope-hf
+    hope-eval needle    --load runs/hope/checkpoints --lengths 256,512,1024 --output-dir eval/hope
+    hope-eval attention --load runs/hope/checkpoints --lengths 512,1024 --output-dir eval/hope
+    hope-eval report eval/rope eval/hope eval/hope-yarn --output-dir eval/report
+
+CPU smoke run: add `--samples 4 --lengths 64,128`. On a GPU the model runs on CUDA (Megatron:
+megatron-core's own device placement; HF: moved to cuda:0 when available). Every subcommand
+writes `<output-dir>/<task>.json`, `.csv` and `.png`; `report` turns them into markdown tables
+laid out like the paper's Tables 1, 2, 3 and 7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+# As hope-pretrain: on CPU every megatron-core import warns that apex/TE are missing.
+warnings.filterwarnings("ignore", message=r".*(Apex is|Apex are|Engine and Apex are) not installed")
+
+from megatron_hope.eval.common import parse_float_list, parse_int_list  # noqa: E402
+
+SUBCOMMANDS = ("ppl-vs-length", "copy", "fewshot", "needle", "attention", "report")
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--load", help="hope-pretrain checkpoint directory (any TP/PP)")
+    source.add_argument("--hf-model", help="local HuggingFace model directory")
+    parser.add_argument("--output-dir", required=True, help="where results and plots go")
+    parser.add_argument("--rope-scaling", default=None,
+                        help="linear:F (PI) or yarn:F applied on the fly (the paper's +PI/+YaRN)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="tokenizer.json overriding the checkpoint's / HF directory's")
+    parser.add_argument("--label", default=None,
+                        help="row name in reports (default: position encoding + scaling)")
+    parser.add_argument("--iteration", type=int, default=None,
+                        help="Megatron only: evaluate this saved iteration instead of the latest "
+                             "(e.g. VAF along training, Figure 3b)")
+    parser.add_argument("--train-length", type=int, default=None,
+                        help="HF only: training length L when the config does not say")
+    parser.add_argument("--max-extrapolation", type=float, default=8.0,
+                        help="refuse inputs longer than this many training lengths (x F with "
+                             "--rope-scaling); default 8")
+    parser.add_argument("--samples", type=int, default=None, help="samples per cell")
+    parser.add_argument("--lengths", default=None, help="comma-separated input lengths")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hope-eval", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    ppl = sub.add_parser("ppl-vs-length", help="PPL of the last 256 tokens vs input length")
+    _model_flags(ppl)
+    ppl.add_argument("--data", required=True, help=".bin/.idx prefix or JSONL with 'text'")
+    ppl.add_argument("--last-tokens", type=int, default=256)
+    copy = sub.add_parser("copy", help="in-context copying (Table 1 / Table 3)")
+    _model_flags(copy)
+    copy.add_argument("--counts", default=None,
+                      help="sequence numbers (default: derived from --lengths or 0.5-2 L)")
+    few = sub.add_parser("fewshot", help="few-shot following ability (Table 2 / Table 7)")
+    _model_flags(few)
+    few.add_argument("--task-file", action="append", default=[],
+                     help="GLUE-form .tsv or .jsonl (repeatable); none: the synthetic task")
+    few.add_argument("--synthetic", action="store_true",
+                     help="also run the built-in synthetic task when --task-file is given")
+    few.add_argument("--shots", type=int, default=5)
+    needle = sub.add_parser("needle", help="passkey retrieval over lengths x depths (Figure 1)")
+    _model_flags(needle)
+    needle.add_argument("--depths", default=None, help="fractions, default 0,0.25,0.5,0.75,1")
+    attention = sub.add_parser("attention",
+                               help="random-token logits, eq. 4 components, eq. 5 VAF")
+    _model_flags(attention)
+    report = sub.add_parser("report", help="markdown tables like the paper's from run dirs")
+    report.add_argument("runs", nargs="+", help="output directories of earlier subcommands")
+    report.add_argument("--output-dir", required=True)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> list:
+    from pathlib import Path
+
+    from megatron_hope.eval import report
+    from megatron_hope.eval.scaling import parse_rope_scaling
+    from megatron_hope.eval.scorers import load_scorer
+
+    if args.command == "report":
+        return [report.build_report(args.runs, args.output_dir)]
+    scaling = parse_rope_scaling(args.rope_scaling)
+    lengths = parse_int_list(args.lengths, "--lengths")
+    if args.samples is not None and args.samples <= 0:
+        raise ValueError(f"--samples {args.samples} must be positive")
+    # Validate local inputs before the (slow) model load.
+    fewshot_tasks = None
+    if args.command == "fewshot":
+        from megatron_hope.eval.fewshot import load_task_file, synthetic_task
+
+        fewshot_tasks = [load_task_file(path) for path in args.task_file]
+        if not fewshot_tasks or args.synthetic:
+            fewshot_tasks.append(synthetic_task(seed=args.seed))
+    if args.command == "ppl-vs-length" and not (
+        Path(args.data).exists() or Path(f"{args.data}.bin").exists()
+    ):
+        raise ValueError(f"--data {args.data}: no such file or dataset prefix")
+    counts = parse_int_list(getattr(args, "counts", None), "--counts")
+    depths = parse_float_list(getattr(args, "depths", None), "--depths")
+    scorer = load_scorer(load=args.load, hf_model=args.hf_model, scaling=scaling,
+                         tokenizer=args.tokenizer, label=args.label,
+                         max_extrapolation=args.max_extrapolation,
+                         train_length=args.train_length, iteration=args.iteration)
+    progress = not args.no_progress
+    out = Path(args.output_dir)
+    common = dict(seed=args.seed, progress=progress)
+    if args.samples is not None:
+        common["samples"] = args.samples
+    if args.command == "ppl-vs-length":
+        from megatron_hope.eval.ppl_vs_length import run_ppl_vs_length
+
+        result = run_ppl_vs_length(scorer, args.data, lengths, last_tokens=args.last_tokens,
+                                   batch_size=args.batch_size, **common)
+        return report.write_ppl(out, scorer.describe(), result)
+    if args.command == "copy":
+        from megatron_hope.eval.copy_task import run_copy
+
+        result = run_copy(scorer, counts=counts, lengths=lengths, batch_size=args.batch_size,
+                          **common)
+        return report.write_copy(out, scorer.describe(), result)
+    if args.command == "fewshot":
+        from megatron_hope.eval.fewshot import run_fewshot
+
+        result = run_fewshot(scorer, fewshot_tasks, lengths, shots=args.shots, **common)
+        return report.write_fewshot(out, scorer.describe(), result)
+    if args.command == "needle":
+        from megatron_hope.eval.needle import run_needle
+
+        result = run_needle(scorer, lengths, depths, batch_size=args.batch_size, **common)
+        return report.write_needle(out, scorer.describe(), result)
+    from megatron_hope.eval.attention import run_attention
+
+    result = run_attention(scorer, lengths, batch_size=args.batch_size, **common)
+    return report.write_attention(out, scorer.describe(), result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        files = _run(args)
+    except ValueError as err:
+        print(f"hope-eval {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    for path in files:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
