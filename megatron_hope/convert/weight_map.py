@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from megatron_hope.rope.layout import rotary_block_permutation
+
 LAYER_PREFIX = "decoder.layers.{i}."
 
 CHECKPOINT_KEYS: dict[str, str] = {
@@ -163,20 +165,6 @@ class Geometry:
     @property
     def heads_per_group(self) -> int:
         return self.num_attention_heads // self.num_query_groups
-
-
-def rotary_block_permutation(head_dim: int, rotated_pairs: int) -> torch.Tensor:
-    """Row order `[d]` that moves a head from full-width pairing (i, i + d/2) to
-    `[rotated block of 2a | pass-through]` with pairing (j, j + a) inside the block.
-
-    `new[j] = old[perm[j]]`: the first halves of the a rotated pairs, their second halves, then
-    the position-independent dimensions (their order is free: q and k get the same permutation).
-    """
-    half = head_dim // 2
-    a = rotated_pairs
-    order = (list(range(a)) + list(range(half, half + a)) + list(range(a, half))
-             + list(range(half + a, head_dim)))
-    return torch.tensor(order, dtype=torch.long)
 
 
 def _permute_heads(rows: torch.Tensor, head_dim: int, perm: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from megatron_hope.eval.scaling import RopeScaling, parse_rope_scaling, scaled_inv_freq
+from megatron_hope.rope.layout import rotary_block_permutation
 
 DEFAULT_MAX_EXTRAPOLATION = 8.0
 
@@ -301,16 +302,6 @@ def _read_provenance(model_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _rotary_block_permutation(head_dim: int, rotated_pairs: int) -> torch.Tensor:
-    """`hf[j] = megatron[perm[j]]` for a Phi3 export (megatron_hope.convert.weight_map's
-    `rotary_block_permutation`, restated so that evaluation does not import the converter)."""
-    half = head_dim // 2
-    first = list(range(rotated_pairs))
-    second = list(range(half, half + rotated_pairs))
-    rest = [i for i in range(head_dim) if i not in set(first) | set(second)]
-    return torch.tensor(first + second + rest)
-
-
 def _hf_rotary_modules(model) -> list[torch.nn.Module]:
     return [m for m in model.modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor)]
 
@@ -415,7 +406,7 @@ class HFScorer(Scorer):
             scorer.hard_max_length = getattr(config, "n_positions", None) or getattr(
                 config, "max_position_embeddings", None)
         scorer.dim_order = None if rotated == head_dim // 2 else torch.argsort(
-            _rotary_block_permutation(head_dim, rotated))
+            rotary_block_permutation(head_dim, rotated))
         scorer.model = model
         return scorer
 
