@@ -175,7 +175,10 @@ def export_checkpoint(options: ExportOptions) -> ExportResult:
     if options.dtype != "auto" and options.dtype not in DTYPES:
         raise ConversionError(f"--dtype {options.dtype!r} is not one of auto, "
                               f"{', '.join(DTYPES)}")
-    scaling = RopeScaling.parse(options.rope_scaling)
+    try:
+        scaling = RopeScaling.parse(options.rope_scaling)
+    except ValueError as error:
+        raise ConversionError(str(error)) from None
     max_shard_bytes = parse_size(options.max_shard_size)
     ensure_single_process()
     reader = CheckpointReader.open(options.load_dir)

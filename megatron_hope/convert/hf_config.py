@@ -39,65 +39,7 @@ import torch
 from megatron_hope.convert.mcore_checkpoint import ConversionError
 from megatron_hope.megatron.model import ModelArchitecture
 from megatron_hope.rope.frequencies import rope_inv_freq, rope_inv_freq_float64
-
-SCALING_KINDS = ("linear", "yarn")
-YARN_BETA_FAST = 32.0
-YARN_BETA_SLOW = 1.0
-
-
-@dataclass(frozen=True)
-class RopeScaling:
-    """`--rope-scaling KIND:FACTOR[:ORIGINAL_LENGTH]`."""
-
-    kind: str
-    factor: float
-    original_length: int | None = None
-
-    @classmethod
-    def parse(cls, text: str | None) -> RopeScaling | None:
-        if text is None or text == "" or text == "none":
-            return None
-        parts = text.split(":")
-        usage = ("--rope-scaling expects linear:FACTOR or yarn:FACTOR[:ORIGINAL_LENGTH], e.g. "
-                 "linear:4 or yarn:8:2048")
-        if parts[0] not in SCALING_KINDS or len(parts) not in (2, 3):
-            raise ConversionError(f"--rope-scaling {text!r}: unsupported; {usage}")
-        if parts[0] == "linear" and len(parts) == 3:
-            raise ConversionError(f"--rope-scaling {text!r}: linear takes only a factor; {usage}")
-        try:
-            factor = float(parts[1])
-            original = int(parts[2]) if len(parts) == 3 else None
-        except ValueError:
-            raise ConversionError(f"--rope-scaling {text!r}: {usage}") from None
-        if not factor > 1.0:
-            raise ConversionError(f"--rope-scaling {text!r}: the factor must be > 1 (got {factor})")
-        if original is not None and original <= 0:
-            raise ConversionError(f"--rope-scaling {text!r}: the original length must be positive")
-        return cls(parts[0], factor, original)
-
-
-def yarn_inv_freq(kv_channels: int, rotary_base: float, factor: float,
-                  original_length: int) -> torch.Tensor:
-    """YaRN frequencies `[d/2]` float64 of a full-width RoPE, as HF's `_compute_yarn_parameters`
-    (truncate=True, beta_fast 32, beta_slow 1) computes them."""
-    d = kv_channels
-
-    def correction_dim(rotations: float) -> float:
-        return (d * math.log(original_length / (rotations * 2 * math.pi))) / (
-            2 * math.log(rotary_base))
-
-    low = max(math.floor(correction_dim(YARN_BETA_FAST)), 0)
-    high = min(math.ceil(correction_dim(YARN_BETA_SLOW)), d - 1)
-    if low == high:
-        high += 0.001
-    ramp = ((torch.arange(d // 2, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)
-    extrapolation = 1 - ramp
-    theta = rope_inv_freq_float64(d, rotary_base)
-    return theta / factor * (1 - extrapolation) + theta * extrapolation
-
-
-def yarn_attention_factor(factor: float) -> float:
-    return 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+from megatron_hope.rope.scaling import RopeScaling, scaled_inv_freq
 
 
 def _proportional_angles(p: float, d: int) -> int:
@@ -173,14 +115,12 @@ def rotary_fields(arch: ModelArchitecture, target: str, scaling: RopeScaling | N
     original_length = arch.seq_length
     if scaling is not None and scaling.original_length is not None:
         original_length = scaling.original_length
-    expected = inv.to(torch.float64)
-    attention = 1.0
-    if scaling is not None and scaling.kind == "linear":
-        expected = expected / scaling.factor
-    elif scaling is not None:
-        expected = torch.where(inv != 0, yarn_inv_freq(d, b, scaling.factor, original_length),
-                               torch.zeros_like(expected))
-        attention = yarn_attention_factor(scaling.factor)
+    exact = inv.to(torch.float64)
+    if scaling is not None and scaling.kind == "yarn":
+        # HF computes YaRN from b^(-2i/d) itself: start from the float64 frequencies.
+        exact = torch.where(inv != 0, rope_inv_freq_float64(d, b), torch.zeros_like(exact))
+    expected, attention = scaled_inv_freq(exact, scaling, arch.seq_length, d, b,
+                                          dtype=torch.float64)
 
     if target == "llama":
         if a == d // 2:

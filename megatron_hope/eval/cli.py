@@ -91,8 +91,8 @@ def _run(args: argparse.Namespace) -> list:
     from pathlib import Path
 
     from megatron_hope.eval import report
-    from megatron_hope.eval.scaling import parse_rope_scaling
     from megatron_hope.eval.scorers import load_scorer
+    from megatron_hope.rope.scaling import parse_rope_scaling
 
     if args.command == "report":
         return [report.build_report(args.runs, args.output_dir)]

@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from megatron_hope.eval.scaling import RopeScaling, parse_rope_scaling, scaled_inv_freq
 from megatron_hope.rope.layout import rotary_block_permutation
+from megatron_hope.rope.scaling import RopeScaling, parse_rope_scaling, scaled_inv_freq
 
 DEFAULT_MAX_EXTRAPOLATION = 8.0
 
@@ -387,8 +387,8 @@ class HFScorer(Scorer):
             encoding = config.model_type if inv_freq is None else (
                 "hope" if bool((inv_freq == 0).any()) else "rope")
         baked = None
-        if provenance.get("rope_scaling"):  # "yarn:F[:ORIGINAL_LENGTH]" as hope-convert takes it
-            baked = parse_rope_scaling(":".join(str(provenance["rope_scaling"]).split(":")[:2]))
+        if provenance.get("rope_scaling"):  # as hope-convert took it: "yarn:F[:ORIGINAL_LENGTH]"
+            baked = parse_rope_scaling(str(provenance["rope_scaling"]))
         scorer = cls(
             name=label or _label(str(encoding), scaling or baked), source="hf",
             train_length=int(length), vocab_size=config.vocab_size, tokenizer=tokenizer,

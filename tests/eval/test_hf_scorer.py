@@ -12,8 +12,8 @@ transformers = pytest.importorskip("transformers")
 
 from megatron_hope.eval import cli  # noqa: E402
 from megatron_hope.eval.attention import pair_components  # noqa: E402
-from megatron_hope.eval.scaling import RopeScaling  # noqa: E402
 from megatron_hope.eval.scorers import HFScorer  # noqa: E402
+from megatron_hope.rope.scaling import RopeScaling  # noqa: E402
 
 TRAIN_LENGTH = 64
 TEXT = ("Review:the film was good and bright\nAnswer:1\nThe grass is green. The sky is blue. "

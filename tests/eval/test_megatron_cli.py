@@ -37,8 +37,8 @@ def _every_subcommand(rank, trained, out):
 def _scaling_parity(rank, load):
     import torch
 
-    from megatron_hope.eval.scaling import RopeScaling
     from megatron_hope.eval.scorers import MegatronScorer
+    from megatron_hope.rope.scaling import RopeScaling
     from megatron_hope.training.model_loading import load_model_from_checkpoint
 
     tokens = torch.randint(1, 500, (2, 150))
@@ -114,5 +114,5 @@ def test_bad_paths_are_named(tmp_path, capsys):
     assert "tasks.xml: unknown format '.xml'" in capsys.readouterr().err
     assert cli.main(["copy", "--load", str(missing), "--rope-scaling", "ntk:2",
                      "--output-dir", str(tmp_path)]) == 2
-    assert "unknown kind 'ntk'" in capsys.readouterr().err
+    assert "--rope-scaling 'ntk:2': unsupported" in capsys.readouterr().err
     assert Path(tmp_path).is_dir()

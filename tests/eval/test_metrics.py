@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from megatron_hope.eval import attention, copy_task, fewshot, needle, ppl_vs_length, report
-from megatron_hope.eval.scaling import RopeScaling, parse_rope_scaling, scaled_inv_freq
 from megatron_hope.rope.frequencies import position_encoding_inv_freq
+from megatron_hope.rope.scaling import RopeScaling, parse_rope_scaling, scaled_inv_freq
 from tests.eval.fakes import AnswersWith, ConstantModel, OracleCopier, char_tokenizer, make
 
 POOL = torch.arange(1, 200)
