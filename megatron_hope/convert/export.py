@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from megatron_hope.convert.mcore_checkpoint import (
     rules_for,
 )
 from megatron_hope.convert.safetensors_stream import Entry, StreamingSafetensorsWriter, parse_size
+from megatron_hope.convert.staging import staged_directory
 
 logger = logging.getLogger(__name__)
 
@@ -115,18 +115,12 @@ def _tokenizer(reader: CheckpointReader, override: str | None):
     return tokenizer
 
 
-def _prepare_output(save_dir: Path, overwrite: bool) -> Path:
+def _check_output(save_dir: Path, overwrite: bool) -> None:
     if save_dir.exists() and not save_dir.is_dir():
         raise ConversionError(f"--save-dir {save_dir} exists and is not a directory")
     if save_dir.is_dir() and any(save_dir.iterdir()) and not overwrite:
         raise ConversionError(f"--save-dir {save_dir} exists and is not empty; pass --overwrite "
                               "or choose another directory")
-    save_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = save_dir.with_name(f".{save_dir.name}.incomplete-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    return staging
 
 
 def write_tokenizer_files(directory: Path, tokenizer, max_length: int) -> None:
@@ -199,8 +193,8 @@ def export_checkpoint(options: ExportOptions) -> ExportResult:
     entries = plan_entries(reader, rules, geo, options.target, dtype)
 
     save_dir = Path(options.save_dir)
-    staging = _prepare_output(save_dir, options.overwrite)
-    try:
+    _check_output(save_dir, options.overwrite)
+    with staged_directory(save_dir) as staging:
         writer = StreamingSafetensorsWriter(staging, entries, max_shard_bytes,
                                             metadata={"source": "megatron-hope"})
         try:
@@ -230,12 +224,6 @@ def export_checkpoint(options: ExportOptions) -> ExportResult:
         diff = None
         if options.verify:
             diff = _verify(options, reader, staging, dtype, scaling)
-        if save_dir.exists():
-            shutil.rmtree(save_dir)
-        os.replace(staging, save_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ExportResult(save_dir, config, diff, time.perf_counter() - start,
                         int(index["metadata"]["total_size"]))
 

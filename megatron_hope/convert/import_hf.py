@@ -20,7 +20,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from megatron_hope.convert import weight_map
 from megatron_hope.convert.export import PROVENANCE_FILE_NAME, ensure_single_process
 from megatron_hope.convert.mcore_checkpoint import ConversionError, rules_for
+from megatron_hope.convert.staging import staged_directory
 from megatron_hope.megatron.model import ModelArchitecture, padded_vocab_size
 from megatron_hope.rope.config import PositionEncodingConfig
 
@@ -239,12 +239,8 @@ def import_checkpoint(options: ImportOptions) -> Path:
             fill(rule, layer)
     handles.clear()
 
-    staging = save_dir.with_name(f".{save_dir.name}.incomplete-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:
+    with staged_directory(save_dir) as staging:
         tokenizer_file = None
-        staging.mkdir(parents=True)
         if (hf_dir / "tokenizer.json").is_file():
             tokenizer_file = save_dir / "tokenizer.json"
             shutil.copyfile(hf_dir / "tokenizer.json", staging / "tokenizer.json")
@@ -262,12 +258,6 @@ def import_checkpoint(options: ImportOptions) -> Path:
         }
         checkpointing.save_checkpoint(staging, checkpointing.TrainingState(), [model], None, None,
                                       metadata)
-        if save_dir.exists():
-            shutil.rmtree(save_dir)
-        os.replace(staging, save_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return save_dir
 
 
