@@ -110,6 +110,14 @@ def _rng_sharded_object(state: dict[str, Any] | None) -> ShardedObject:
     )
 
 
+def _torch_adams(optimizer):
+    """The torch Adam/AdamW optimizers inside a (chained) megatron-core optimizer."""
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        torch_optimizer = getattr(inner, "optimizer", None)
+        if isinstance(torch_optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+            yield torch_optimizer
+
+
 def _initialize_empty_adam_state(optimizer) -> None:
     """Give a never-stepped torch Adam its per-parameter state before loading into it.
 
@@ -117,10 +125,7 @@ def _initialize_empty_adam_state(optimizer) -> None:
     building the state dict it loads into, and torch's Adam creates that state only at its first
     step. The zeros are overwritten by the checkpoint's values.
     """
-    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
-        torch_optimizer = getattr(inner, "optimizer", None)
-        if not isinstance(torch_optimizer, (torch.optim.Adam, torch.optim.AdamW)):
-            continue
+    for torch_optimizer in _torch_adams(optimizer):
         for group in torch_optimizer.param_groups:
             for param in group["params"]:
                 state = torch_optimizer.state[param]
@@ -156,12 +161,10 @@ def _restore_adam_steps(optimizer, loaded_state: Any) -> None:
     if len(steps) != 1:
         return
     step = steps.pop()
-    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
-        torch_optimizer = getattr(inner, "optimizer", None)
-        if isinstance(torch_optimizer, (torch.optim.Adam, torch.optim.AdamW)):
-            for state in torch_optimizer.state.values():
-                if "step" in state:
-                    state["step"] = torch.tensor(step)
+    for torch_optimizer in _torch_adams(optimizer):
+        for state in torch_optimizer.state.values():
+            if "step" in state:
+                state["step"] = torch.tensor(step)
 
 
 def _model_sharded_state_dict(model_chunks) -> dict[str, Any]:
