@@ -10,8 +10,8 @@
         per_rank = run_on_ranks(2, _losses, 3)   # [rank0_result, rank1_result]
 
 Each rank gets MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK, a gloo process group, and
-`enable_cpu_execution()` before `fn(rank, *args)` runs; afterwards megatron's parallel_state and
-the process group are destroyed. The first rank to raise fails the caller with its traceback
+strict CPU execution (`enable_cpu_execution(strict=True)`; nothing where CUDA exists) before
+`fn(rank, *args)` runs; afterwards megatron's parallel_state and the process group are destroyed. The first rank to raise fails the caller with its traceback
 (`pytest.skip` in a rank skips the test); a rank that dies or a timeout kills the others. Each
 rank leads its own process group, which is killed at the end (no orphaned helper processes).
 
@@ -100,7 +100,7 @@ def _worker(
         dist.init_process_group(
             "gloo", rank=rank, world_size=world_size, timeout=_PROCESS_GROUP_TIMEOUT
         )
-        enable_cpu_execution()
+        enable_cpu_execution(strict=True)
         try:
             outcome: tuple[str, Any] = ("ok", fn(rank, *args))
         except BaseException:

@@ -66,7 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     from megatron_hope.convert.mcore_checkpoint import ConversionError
+    from megatron_hope.megatron.cpu import cpu_execution
 
+    with cpu_execution():  # CUDA where there is a GPU; the host, through the shim, elsewhere
+        return _run(args, ConversionError)
+
+
+def _run(args, ConversionError) -> int:
     try:
         if args.from_hf:
             from megatron_hope.convert.import_hf import ImportOptions, import_checkpoint

@@ -33,7 +33,9 @@ def hf_logits(hf_dir: str | Path, tokens: torch.Tensor, vocab_size: int) -> torc
 
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
     model.eval()
-    return model(tokens).logits[..., :vocab_size].float()
+    device = torch.cuda.current_device()  # the host under megatron_hope's CPU shim
+    model.cuda(device)
+    return model(tokens.cuda(device)).logits[..., :vocab_size].float().cpu()
 
 
 def compare_logits(load_dir: str | Path, hf_dir: str | Path, tokens: torch.Tensor,
@@ -43,8 +45,7 @@ def compare_logits(load_dir: str | Path, hf_dir: str | Path, tokens: torch.Tenso
 
     loaded = load_model_from_checkpoint(
         load_dir, seq_len_interpolation_factor=seq_len_interpolation_factor)
-    device = next(loaded.model.parameters()).device  # the model is on the GPU where there is one
-    reference = loaded.logits(tokens.to(device)).cpu()
+    reference = loaded.logits(tokens).cpu()
     vocab = loaded.vocab_size
     del loaded
     exported = hf_logits(hf_dir, tokens, vocab)

@@ -153,8 +153,11 @@ def _run(args: argparse.Namespace) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from megatron_hope.megatron.cpu import cpu_execution
+
     try:
-        files = _run(args)
+        with cpu_execution():  # CUDA where there is a GPU; the host, through the shim, elsewhere
+            files = _run(args)
     except ValueError as err:
         print(f"hope-eval {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -243,8 +243,8 @@ class MegatronScorer(Scorer):
 
     def _forward(self, tokens: torch.Tensor, capture: list[QK] | None) -> torch.Tensor:
         model = self.loaded.model
-        device = next(model.parameters()).device
-        tokens = tokens.to(device)
+        device = torch.cuda.current_device()
+        tokens = tokens.cuda(device, non_blocking=True)
         handles = []
         if capture is not None:
             for layer in model.decoder.layers:
@@ -341,8 +341,7 @@ class HFScorer(Scorer):
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True,
                                                      dtype=torch.float32)
         model.eval()
-        if torch.cuda.is_available():
-            model.cuda()
+        model.cuda(torch.cuda.current_device())  # the host under megatron_hope's CPU shim
         AttentionInterface.register(_HF_CAPTURE_NAME, _hf_capture_attention)
         config = model.config
         # An export by megatron_hope.convert says what it was trained as (megatron_hope.json).
@@ -412,7 +411,7 @@ class HFScorer(Scorer):
 
     def _forward(self, tokens: torch.Tensor, capture: list[QK] | None) -> torch.Tensor:
         global _HF_CAPTURE
-        device = next(self.model.parameters()).device
+        device = torch.cuda.current_device()
         config = self.model.config
         previous = config._attn_implementation
         sink = None

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--tokenizer-type", default="HuggingFaceTokenizer")
     data.add_argument("--tokenizer-model", default=None)
     data.add_argument("--data-cache-path", default=None)
+    data.add_argument("--num-workers", type=int, default=2,
+                      help="DataLoader worker processes per rank (0: load in the training process)")
 
     ckpt = parser.add_argument_group("checkpointing")
     ckpt.add_argument("--save", default=None)

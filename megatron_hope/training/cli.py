@@ -76,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     # megatron-core logs every dataset index and optimizer field at INFO; keep its warnings.
     logging.getLogger("megatron.core").setLevel(logging.WARNING)
     config = parse_config(argv)
+    from megatron_hope.megatron.cpu import cpu_execution
+
     try:
-        config, result = run(config)
+        with cpu_execution():  # CUDA where there is a GPU; the host, through the shim, elsewhere
+            config, result = run(config)
     except ValueError as error:
         print(f"hope-pretrain: error: {error}", file=sys.stderr)
         return 2

@@ -91,6 +91,8 @@ class PretrainConfig:
     tokenizer_type: str = "HuggingFaceTokenizer"
     tokenizer_model: str | None = None
     data_cache_path: str | None = None
+    num_workers: int = 2
+    """DataLoader worker processes per rank (Megatron-LM's --num-workers)."""
 
     # Checkpoints.
     save: str | None = None
@@ -113,7 +115,7 @@ class PretrainConfig:
         for name in ("micro_batch_size", "log_interval", "eval_interval", "seed"):
             if getattr(self, name) < (0 if name == "seed" else 1):
                 raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
-        for name in ("train_iters", "eval_iters", "lr_warmup_iters"):
+        for name in ("train_iters", "eval_iters", "lr_warmup_iters", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.lr_decay_style not in LR_DECAY_STYLES:

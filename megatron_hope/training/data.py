@@ -1,14 +1,18 @@
-"""Training data: megatron-core's GPTDataset over Megatron `.bin/.idx` blends, and the sampler.
+"""Training data: megatron-core's GPTDataset over Megatron `.bin/.idx` blends, and its loader.
 
 Samples are drawn like Megatron-LM's `MegatronPretrainingSampler`: a step consumes the next
 `global_batch_size` sample indices; micro-batch k of data-parallel rank r holds indices
 `consumed + k*mbs*dp + r*mbs ... + mbs`. The same global batch therefore reaches the same
 samples at every data-parallel size, and resuming at `consumed_samples` continues exactly.
+
+Batches come from a `torch.utils.data.DataLoader` with worker processes and pinned memory, as
+Megatron-LM's `build_pretraining_data_loader` builds it; `get_batch` moves each micro-batch to
+`torch.cuda.current_device()` with `non_blocking=True`, as Megatron-LM's `get_batch` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,18 +107,67 @@ def collate(samples: Sequence[dict]) -> dict[str, torch.Tensor]:
     }
 
 
-def micro_batches(
+class PretrainingBatchSampler:
+    """Index lists of one data-parallel rank's micro-batches, from `consumed_samples` on, endless.
+
+    Indices past the end of the dataset wrap around (evaluation reuses its first batches).
+    """
+
+    def __init__(
+        self,
+        dataset_size: int,
+        consumed_samples: int,
+        micro_batch_size: int,
+        data_parallel_rank: int,
+        data_parallel_size: int,
+    ) -> None:
+        if dataset_size < 1:
+            raise ValueError("the dataset is empty: no sample to draw a micro-batch from")
+        if not 0 <= data_parallel_rank < data_parallel_size:
+            raise ValueError(f"data-parallel rank {data_parallel_rank} is not in "
+                             f"[0, {data_parallel_size})")
+        self.dataset_size = dataset_size
+        self.consumed_samples = consumed_samples
+        self.micro_batch_size = micro_batch_size
+        self.data_parallel_rank = data_parallel_rank
+        self.data_parallel_size = data_parallel_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start = self.consumed_samples
+        step = self.micro_batch_size * self.data_parallel_size
+        while True:
+            first = start + self.data_parallel_rank * self.micro_batch_size
+            stop = first + self.micro_batch_size
+            yield [index % self.dataset_size for index in range(first, stop)]
+            start += step
+
+
+def build_data_loader(
     dataset,
     consumed_samples: int,
     micro_batch_size: int,
     data_parallel_rank: int,
     data_parallel_size: int,
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless micro-batches for one data-parallel rank, starting at `consumed_samples`."""
-    step = micro_batch_size * data_parallel_size
-    start = consumed_samples
-    while True:
-        first = start + data_parallel_rank * micro_batch_size
-        indices = [index % len(dataset) for index in range(first, first + micro_batch_size)]
-        yield collate([dataset[index] for index in indices])
-        start += step
+    num_workers: int,
+) -> torch.utils.data.DataLoader:
+    """Megatron-LM's pretraining loader: batch sampler, worker processes, pinned host memory."""
+    sampler = PretrainingBatchSampler(
+        len(dataset), consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size
+    )
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        # Pinned pages make the host-to-device copy asynchronous; there is nothing to pin
+        # without CUDA (torch then warns and ignores the flag).
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+    )
+
+
+def get_batch(data_iterator: Iterable | Iterator) -> dict[str, torch.Tensor]:
+    """The next micro-batch, on `torch.cuda.current_device()` (the copy overlaps compute)."""
+    batch = next(data_iterator)
+    device = torch.cuda.current_device()
+    return {key: batch[key].cuda(device, non_blocking=True) for key in BATCH_KEYS}

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state, tensor_parallel
 
-from megatron_hope.megatron.cpu import enable_cpu_execution
+from megatron_hope.megatron.cpu import cpu_execution_enabled
 
 DEFAULT_SLURM_MASTER_PORT = 29500
 
@@ -118,8 +118,15 @@ def initialize_distributed(
     """Start torch.distributed (gloo on CPU, nccl on GPU) and megatron-core's parallel groups.
 
     Reuses an already-initialised default process group (e.g. one made by a test harness).
+    Without CUDA, the caller must have switched CPU execution on (`with cpu_execution():`, see
+    `megatron_hope.megatron.cpu`): library code never patches torch behind its caller's back.
     """
-    cpu = enable_cpu_execution()
+    cpu = not torch.cuda.is_available()
+    if cpu and not cpu_execution_enabled():
+        raise RuntimeError(
+            "megatron-core needs CUDA, and this machine has none: on a CPU machine run the call "
+            "inside `with megatron_hope.megatron.cpu.cpu_execution():` (the hope-* commands do)"
+        )
     launch = detect_launch_environment()
     if not dist.is_initialized():
         if not cpu:

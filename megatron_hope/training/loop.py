@@ -36,7 +36,12 @@ from megatron_hope.megatron.model import (
 )
 from megatron_hope.training import checkpointing
 from megatron_hope.training.config import PretrainConfig
-from megatron_hope.training.data import DatasetSizes, build_gpt_datasets, micro_batches
+from megatron_hope.training.data import (
+    DatasetSizes,
+    build_data_loader,
+    build_gpt_datasets,
+    get_batch,
+)
 from megatron_hope.training.distributed import (
     initialize_distributed,
     set_random_seed,
@@ -91,7 +96,7 @@ def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
 
 def forward_step(data_iterator, model):
     """One micro-batch through one pipeline stage (megatron-core's forward_step_func contract)."""
-    batch = next(data_iterator)
+    batch = get_batch(data_iterator)
     output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
     return output, partial(loss_func, batch["loss_mask"])
 
@@ -118,7 +123,8 @@ class _SignalFlag:
         self.received = True
 
     def any_rank(self) -> bool:
-        flag = torch.tensor([1.0 if self.received else 0.0])
+        # A device tensor: NCCL (the GPU backend) reduces nothing else.
+        flag = torch.tensor([1.0 if self.received else 0.0], device=torch.cuda.current_device())
         dist.all_reduce(flag)
         return bool(flag.item() > 0)
 
@@ -155,6 +161,9 @@ class Trainer:
             post_process=parallel_state.is_pipeline_last_stage(),
             vocab_size=self.padded_vocab_size,
         )
+        # As Megatron-LM's get_model: whatever the spec built on the host (norms of the local
+        # spec, everything under use_cpu_initialization) moves to the device before wrapping.
+        model.cuda(torch.cuda.current_device())
         if arch.bf16:
             model = Float16Module(self.transformer_config, model)
         ddp_config = DistributedDataParallelConfig(
@@ -282,10 +291,11 @@ class Trainer:
     def evaluate(self, dataset) -> dict[str, float]:
         """Mean loss over the first `--eval-iters` global batches of `dataset` (the same
         batches at every evaluation, so successive values are comparable)."""
-        iterator = micro_batches(
+        iterator = iter(build_data_loader(
             dataset, 0, self.config.micro_batch_size,
             parallel_state.get_data_parallel_rank(), self.layout.data_parallel_size,
-        )
+            self.config.num_workers,
+        ))
         for chunk in self.model:
             chunk.eval()
         collected = []
@@ -399,10 +409,11 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
             checkpoint_now()
         iterator = None
         if state.iteration < config.train_iters:
-            iterator = micro_batches(
+            iterator = iter(build_data_loader(
                 train_dataset, state.consumed_train_samples, config.micro_batch_size,
                 parallel_state.get_data_parallel_rank(), trainer.layout.data_parallel_size,
-            )
+                config.num_workers,
+            ))
         while state.iteration < config.train_iters:
             started = time.perf_counter()
             losses, grad_norm, updated = trainer.train_step(iterator)

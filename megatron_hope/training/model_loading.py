@@ -57,8 +57,10 @@ class LoadedModel:
 
     @torch.no_grad()
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """`tokens` `[b, s]` int64 -> logits `[b, s, vocab]` (padding columns dropped)."""
-        positions = torch.arange(tokens.shape[1]).expand_as(tokens)
+        """`tokens` `[b, s]` int64 -> logits `[b, s, vocab]` on the device (padding dropped)."""
+        device = torch.cuda.current_device()
+        tokens = tokens.cuda(device, non_blocking=True)
+        positions = torch.arange(tokens.shape[1], device=device).expand_as(tokens)
         output = self.model(tokens, positions, None)
         return output[..., : self.vocab_size].float()
 
@@ -98,6 +100,7 @@ def load_model_from_checkpoint(
     config = build_transformer_config(arch)
     model = build_model(arch, config, vocab_size=metadata["padded_vocab_size"],
                         seq_len_interpolation_factor=seq_len_interpolation_factor)
+    model.cuda(torch.cuda.current_device())  # as Megatron-LM's get_model
     sharded = {"model": model.sharded_state_dict()}
     loaded = dist_checkpointing.load(sharded, str(directory))
     model.load_state_dict(loaded["model"])

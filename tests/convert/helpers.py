@@ -69,7 +69,7 @@ def export_many(rank, jobs):
         tokens = verification_tokens(result.save_dir / "tokenizer.json", SEQ_LENGTH)
         if options["load_dir"] not in reference:
             reference[options["load_dir"]] = load_model_from_checkpoint(
-                options["load_dir"]).logits(tokens)
+                options["load_dir"]).logits(tokens).cpu()
         logits = reference[options["load_dir"]]
         results[name] = {"diff": result.max_abs_diff, "tokens": tokens, "logits": logits,
                          "save_dir": str(result.save_dir)}
@@ -110,7 +110,7 @@ def megatron_tensors(rank, load_dir):
 def megatron_logits(rank, load_dir, tokens):
     from megatron_hope.training.model_loading import load_model_from_checkpoint
 
-    return load_model_from_checkpoint(load_dir).logits(tokens)
+    return load_model_from_checkpoint(load_dir).logits(tokens).cpu()
 
 
 def import_and_read(rank, argv, load_dir, tokens):

@@ -43,14 +43,14 @@ def _scaling_parity(rank, load):
 
     tokens = torch.randint(1, 500, (2, 150))
     interpolated = load_model_from_checkpoint(load, seq_len_interpolation_factor=2.0)
-    expected = interpolated.logits(tokens)
+    expected = interpolated.logits(tokens).cpu()
     ours = MegatronScorer.load(load, RopeScaling("linear", 2.0))
     plain = MegatronScorer.load(load)
     captured, layers = plain.capture_qk(tokens[:, :40])
     yarn = MegatronScorer.load(load, RopeScaling("yarn", 2.0))
     _, yarn_layers = yarn.capture_qk(tokens[:, :40])
     return {
-        "max_diff": float((ours.logits(tokens) - expected).abs().max()),
+        "max_diff": float((ours.logits(tokens).cpu() - expected).abs().max()),
         "capture_diff": float((captured - plain.logits(tokens[:, :40])).abs().max()),
         "shape": list(layers[0].query.shape), "layers": len(layers),
         "scales": (layers[0].scale, yarn_layers[0].scale),

@@ -8,12 +8,9 @@ import pytest
 import torch.distributed as dist
 from megatron.core import parallel_state
 
-from megatron_hope.megatron.cpu import enable_cpu_execution
-
 
 @pytest.fixture(scope="module")
 def single_rank_megatron():
-    enable_cpu_execution()
     created = not dist.is_initialized()
     if created:
         with socket.socket() as sock:

@@ -1,10 +1,12 @@
-"""megatron-core trains on CPU/gloo under `enable_cpu_execution()`: real GPTModel, DDP, optimizer.
+"""megatron-core trains on CPU/gloo under strict CPU execution: real GPTModel, DDP, optimizer.
 
     PYTHONPATH=. python -m pytest tests/megatron/test_cpu.py -q
 
 Every test runs in its own rank processes (`tests.distributed.run_on_ranks`), so the shim never
-touches the pytest process. Layouts share one fixed global batch of 4 sequences, so the loss of a
-step (mean over micro-batches and data-parallel ranks) is comparable across layouts.
+touches the pytest process. The code is written as for a GPU (model and batches on
+`torch.cuda.current_device()`); strict mode would fail it otherwise. Layouts share one fixed
+global batch of 4 sequences, so the loss of a step (mean over micro-batches and data-parallel
+ranks) is comparable across layouts.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def _train(
         post_process=parallel_state.is_pipeline_last_stage(),
         position_embedding_type="rope",
     )
+    model.cuda(torch.cuda.current_device())
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
         overlap_grad_reduce=overlap_grad_reduce,
@@ -126,7 +129,7 @@ def _train(
         config.grad_sync_func = model.start_grad_sync
 
     micro_batch_size = GLOBAL_BATCH // dp_size // num_microbatches
-    batch = _global_batch()
+    batch = {key: value.cuda(non_blocking=True) for key, value in _global_batch().items()}
     local = {
         key: value if key == "attention_mask" else value.chunk(dp_size)[dp_rank]
         for key, value in batch.items()
@@ -264,7 +267,7 @@ def _enable_twice(rank: int) -> tuple:
 
     # run_on_ranks already enabled it in this process: a second call changes nothing.
     patched = torch.cuda.current_device
-    again = cpu.enable_cpu_execution()
+    again = cpu.enable_cpu_execution(strict=True)
     mode_depth = torch._C._len_torch_function_stack()
     return again, cpu.cpu_execution_enabled(), patched is torch.cuda.current_device, mode_depth
 
@@ -294,14 +297,17 @@ def _interop(rank: int) -> dict:
     import torch.distributed as dist
     from torch.utils.data import DataLoader, TensorDataset
 
+    def memory(tensor):  # where the bytes are (strict mode answers `.device` as a GPU would)
+        return tensor.untyped_storage().device.type
+
     rewritten = {
-        "factory": torch.zeros(2, device="cuda").device.type,
-        "factory_ordinal": torch.empty(2, device=0).device.type,
-        "to": torch.ones(2).to("cuda", torch.float64).device.type,
-        "to_device": torch.ones(2).to(device=torch.device("cuda", 0)).device.type,
-        "cuda": torch.ones(2).cuda().device.type,
-        "type": torch.ones(2).type(),
-        "type_half": torch.ones(2, dtype=torch.bfloat16).type(),
+        "factory": memory(torch.zeros(2, device="cuda")),
+        "factory_ordinal": memory(torch.empty(2, device=0)),
+        "to": memory(torch.ones(2).to("cuda", torch.float64)),
+        "to_device": memory(torch.ones(2).to(device=torch.device("cuda", 0))),
+        "cuda": memory(torch.ones(2).cuda()),
+        "type": torch.ones(2, device="cuda").type(),
+        "type_half": torch.ones(2, dtype=torch.bfloat16).cuda().type(),
         "current_device": str(torch.cuda.current_device()),
     }
     untouched = {
@@ -313,9 +319,9 @@ def _interop(rank: int) -> dict:
         ]
         == [[0, 1], [2, 3]],
     }
-    value = torch.tensor([float(rank + 1)])
+    value = torch.tensor([float(rank + 1)], device=torch.cuda.current_device())
     dist.all_reduce(value)
-    gathered = [torch.zeros(1) for _ in range(dist.get_world_size())]
+    gathered = [torch.zeros(1, device="cuda") for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, value)
     untouched["gloo"] = value.item() == 3.0 and [g.item() for g in gathered] == [3.0, 3.0]
 
@@ -347,7 +353,7 @@ def test_device_mode_rewrites_cuda_and_leaves_the_rest_alone():
             "cuda": "cpu",
             "type": "torch.cuda.FloatTensor",
             "type_half": "torch.cuda.BFloat16Tensor",
-            "current_device": "cpu",
+            "current_device": "0",
         }
         assert result["untouched"] == {
             "type_convert": True,

@@ -53,10 +53,12 @@ def rotary_config(kv_channels: int) -> TransformerConfig:
 
 
 def megatron_rotate(x: torch.Tensor, rotary: HopeRotaryEmbedding, config) -> torch.Tensor:
-    """x `[s, d]` -> rotated `[s, d]` through megatron-core's apply_rotary_pos_emb."""
+    """x `[s, d]` (host) -> rotated `[s, d]` (host) through megatron-core's apply_rotary_pos_emb,
+    on the device, where the rotary module puts its frequencies."""
     s, d = x.shape
     freqs = rotary(s)
-    return apply_rotary_pos_emb(x.view(s, 1, 1, d), freqs, config).view(s, d)
+    on_device = x.cuda(torch.cuda.current_device()).view(s, 1, 1, d)
+    return apply_rotary_pos_emb(on_device, freqs, config).view(s, d).cpu()
 
 
 CASES = [(64, 10000.0, 512), (128, 10000.0, 8192), (64, 10000.0, 1024), (96, 500000.0, 2048)]

@@ -200,7 +200,7 @@ def _loaded_model_loss(rank, data, load_dir):
     loaded = load_model_from_checkpoint(load_dir)
     tokenizer = build_tokenizer("HuggingFaceTokenizer", data["tokenizer"])
     tokens = torch.tensor([tokenizer.tokenize("def main():\n    return 0\n" * 4)[:64]])
-    logits = loaded.logits(tokens)
+    logits = loaded.logits(tokens).cpu()
     assert logits.shape == (1, tokens.shape[1], tokenizer.vocab_size)
     loss = F.cross_entropy(logits[0, :-1], tokens[0, 1:])
     return {"iteration": loaded.iteration, "loss": float(loss),
