@@ -11,9 +11,10 @@
 
 Each rank gets MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK, a gloo process group, and
 strict CPU execution (`enable_cpu_execution(strict=True)`; nothing where CUDA exists) before
-`fn(rank, *args)` runs; afterwards megatron's parallel_state and the process group are destroyed. The first rank to raise fails the caller with its traceback
-(`pytest.skip` in a rank skips the test); a rank that dies or a timeout kills the others. Each
-rank leads its own process group, which is killed at the end (no orphaned helper processes).
+`fn(rank, *args)` runs; afterwards megatron's parallel_state and the process group are destroyed.
+The first rank to raise fails the caller with its traceback (`pytest.skip` in a rank skips the
+test); a rank that dies or a timeout kills the others. Each rank leads its own process group,
+which is killed at the end (no orphaned helper processes).
 
 Ranks are forked from a `forkserver` that has imported torch and megatron-core once (`_PRELOAD`),
 so a rank starts in ~0.2 s instead of the ~5 s a spawned interpreter needs for those imports.

@@ -154,11 +154,12 @@ class _DropForkedCpuRngWarning(logging.Filter):
 
 # --- S1-S3: strict checks ----------------------------------------------------------------------
 
-# Collectives whose tensors must live on the device for NCCL.
+# Collectives whose tensors must live on the device for NCCL. isend/irecv stay torch's own:
+# P2POp accepts only those two functions (batch_isend_irecv's check covers their tensors).
 _COLLECTIVES = (
     "all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
-    "reduce_scatter_tensor", "broadcast", "reduce", "all_to_all_single", "send", "recv", "isend",
-    "irecv", "batch_isend_irecv",
+    "reduce_scatter_tensor", "broadcast", "reduce", "all_to_all_single", "send", "recv",
+    "batch_isend_irecv",
 )
 
 
