@@ -26,6 +26,7 @@ from megatron_hope.rope.config import PositionEncodingConfig
 TRANSFORMER_IMPLS = ("local", "transformer_engine")
 NORMALIZATIONS = ("LayerNorm", "RMSNorm")
 FP8_FORMATS = ("e4m3", "hybrid")
+FP8_RECIPES = ("delayed", "tensorwise", "mxfp8", "blockwise")
 
 
 def transformer_engine_available() -> bool:
@@ -77,6 +78,9 @@ class ModelArchitecture:
     """--bf16"""
     fp8_format: str | None = None
     """--fp8-format {e4m3, hybrid}; needs Transformer Engine."""
+    fp8_recipe: str = "delayed"
+    """--fp8-recipe {delayed, tensorwise, mxfp8, blockwise} (Megatron-LM's default: delayed);
+    which ones run depends on the installed Transformer Engine and the GPU generation."""
     apply_rope_fusion: bool = False
     """--apply-rope-fusion: TE's fused RoPE kernel (exact for HoPE: zero-frequency pairs)."""
 
@@ -110,6 +114,10 @@ class ModelArchitecture:
             raise ValueError(
                 f"--transformer-impl {self.transformer_impl!r} is not one of "
                 f"{', '.join(TRANSFORMER_IMPLS)}"
+            )
+        if self.fp8_recipe not in FP8_RECIPES:
+            raise ValueError(
+                f"--fp8-recipe {self.fp8_recipe!r} is not one of {', '.join(FP8_RECIPES)}"
             )
         if self.fp8_format is not None:
             if self.fp8_format not in FP8_FORMATS:
@@ -193,7 +201,7 @@ def build_transformer_config(
     dtype = torch.bfloat16 if arch.bf16 else torch.float32
     extra = {}
     if arch.fp8_format is not None:
-        extra.update(fp8=arch.fp8_format, fp8_recipe="delayed")
+        extra.update(fp8=arch.fp8_format, fp8_recipe=arch.fp8_recipe)
     if arch.swiglu:
         extra.update(gated_linear_unit=True, activation_func=F.silu)
     return TransformerConfig(

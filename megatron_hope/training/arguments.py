@@ -7,6 +7,7 @@ import dataclasses
 
 from megatron_hope.megatron.model import (
     FP8_FORMATS,
+    FP8_RECIPES,
     NORMALIZATIONS,
     TRANSFORMER_IMPLS,
     ModelArchitecture,
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--transformer-impl", choices=TRANSFORMER_IMPLS, default="local")
     model.add_argument("--bf16", action="store_true")
     model.add_argument("--fp8-format", choices=FP8_FORMATS, default=None)
+    model.add_argument("--fp8-recipe", choices=FP8_RECIPES, default="delayed")
     model.add_argument("--apply-rope-fusion", action="store_true")
 
     rope = parser.add_argument_group("position encoding")
