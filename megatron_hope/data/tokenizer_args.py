@@ -74,13 +74,26 @@ class TokenizerArgs:
             include_special_tokens=self.tokenizer_hf_include_special_tokens,
         )
 
-    def saved(self) -> dict:
-        """What a checkpoint records to rebuild this tokenizer (paths made absolute)."""
-        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        for name in ("tokenizer_model", "vocab_file", "merge_file"):
-            if values[name] is not None:
-                values[name] = os.path.abspath(values[name])
-        return values
+    def files_exist(self) -> bool:
+        """Whether the files these flags name (if any) are all there."""
+        paths = (self.tokenizer_model, self.vocab_file, self.merge_file)
+        return all(os.path.exists(path) for path in paths if path is not None)
+
+
+def saved_tokenizer_args(metadata: dict) -> TokenizerArgs | None:
+    """The tokenizer flags a hope-pretrain checkpoint ran with (its run metadata), or None.
+
+    The run's config (`args`) has every tokenizer flag; `tokenizer.model` is the resolved path.
+    """
+    values = dict(metadata.get("args") or {})
+    info = metadata.get("tokenizer") or {}
+    if info.get("type"):
+        values["tokenizer_type"] = info["type"]
+    if info.get("model"):
+        values["tokenizer_model"] = info["model"]
+    if not values.get("tokenizer_type"):
+        return None
+    return TokenizerArgs.of(argparse.Namespace(**values))
 
 
 def add_tokenizer_arguments(

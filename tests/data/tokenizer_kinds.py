@@ -45,6 +45,12 @@ def train_sentencepiece(directory: Path, vocab_size: int = 400) -> Path:
         model_prefix=str(directory / "tokenizer"),
         vocab_size=vocab_size,
         model_type="bpe",
+        # Llama-2's normalizer spec: text kept as written (HF's LlamaTokenizer assumes it).
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
         byte_fallback=True,
         character_coverage=1.0,
         minloglevel=2,
