@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from megatron_hope.convert.tokenizer_files import special_token_ids, write_tokenizer_files
-from megatron_hope.data.tokenizer_args import TokenizerArgs
+from megatron_hope.data.tokenizer_args import TokenizerArgs, megatron_includes_special_tokens
 from tests.data.tokenizer_kinds import make_tokenizer_kinds
 
 TEXT = "Hello world, naïve 中文 🦊\n\ntwo paragraphs"
@@ -43,7 +43,9 @@ def test_export_tokenizer_loads_offline_with_the_runs_special_tokens(kinds, kind
     hf = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
     ids = special_token_ids(tokenizer)
     assert hf.eos_token_id == ids["eos_token_id"] == tokenizer.eod
-    assert ids["bos_token_id"] == (0 if kind == "llama3-bos" else None)
+    # bos only where the data carried one: Mistral's <s> where Megatron-LM includes specials.
+    with_bos = {"llama3-bos": 0, "mistral": 1 if megatron_includes_special_tokens() else None}
+    assert ids["bos_token_id"] == with_bos.get(kind)
     bare = hf.encode(TEXT, add_special_tokens=False)
     expected = tokenizer.tokenize(TEXT)[len(tokenizer.special_prefix):]
     assert bare == expected
