@@ -21,7 +21,7 @@ set -euo pipefail
 POSITION_EMBEDDING_TYPE="${POSITION_EMBEDDING_TYPE:-hope}"  # hope | rope (the twin) | ab1..ab3 | none
 # Blend "W1 PREFIX1 W2 PREFIX2 ...", prefixes without .bin/.idx (tools/preprocess_data.py output).
 DATA_PATH="${DATA_PATH:-1.0 /REPLACE/ME/redpajama/arxiv_text_document}"
-TOKENIZER_MODEL="${TOKENIZER_MODEL:-/REPLACE/ME/llama-tokenizer}"  # dir with tokenizer.json
+TOKENIZER_MODEL="${TOKENIZER_MODEL:-/REPLACE/ME/llama-tokenizer}"  # HF Llama tokenizer dir
 RUN_DIR="${RUN_DIR:-runs/125m-${POSITION_EMBEDDING_TYPE}}"
 GPUS_PER_NODE="${GPUS_PER_NODE:-8}"
 TRANSFORMER_IMPL="${TRANSFORMER_IMPL:-transformer_engine}"  # or local (no TE needed)

@@ -21,7 +21,7 @@ set -euo pipefail
 POSITION_EMBEDDING_TYPE="${POSITION_EMBEDDING_TYPE:-hope}"  # hope | rope (the twin) | ab1..ab3 | none
 # Blend "W1 PREFIX1 W2 PREFIX2 ...", prefixes without .bin/.idx (tools/preprocess_data.py output).
 DATA_PATH="${DATA_PATH:-0.5 /REPLACE/ME/redpajama/common_crawl_text_document 0.5 /REPLACE/ME/redpajama/c4_text_document}"
-TOKENIZER_MODEL="${TOKENIZER_MODEL:-/REPLACE/ME/llama-tokenizer}"  # dir with tokenizer.json
+TOKENIZER_MODEL="${TOKENIZER_MODEL:-/REPLACE/ME/llama-tokenizer}"  # HF Llama tokenizer dir
 RUN_DIR="${RUN_DIR:-runs/3b-${POSITION_EMBEDDING_TYPE}}"
 GPUS_PER_NODE="${GPUS_PER_NODE:-8}"
 TENSOR_PARALLEL="${TENSOR_PARALLEL:-2}"  # 8 GPUs = TP 2 x DP 4

@@ -16,9 +16,9 @@ layer's weights (plus the embedding, read once). Verification then loads both mo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,7 @@ from megatron_hope.convert.mcore_checkpoint import (
 )
 from megatron_hope.convert.safetensors_stream import Entry, StreamingSafetensorsWriter, parse_size
 from megatron_hope.convert.staging import staged_directory
+from megatron_hope.convert.tokenizer_files import special_token_ids, write_tokenizer_files
 
 logger = logging.getLogger(__name__)
 
@@ -96,22 +97,24 @@ def ensure_single_process() -> None:
 
 
 def _tokenizer(reader: CheckpointReader, override: str | None):
-    from megatron_hope.data.tokenizer import build_tokenizer
+    from megatron_hope.data.tokenizer_args import saved_tokenizer_args
 
-    info = reader.metadata.get("tokenizer") or {}
-    path = override or info.get("model")
-    if path is None:
+    spec = saved_tokenizer_args(reader.metadata)
+    if spec is None:
         raise ConversionError(f"{reader.directory}/hope_run.json names no tokenizer; pass "
-                              "--tokenizer-model <tokenizer.json>")
+                              "--tokenizer-model <the run's tokenizer>")
+    if override is not None:
+        spec = dataclasses.replace(spec, tokenizer_model=override)
     try:
-        tokenizer = build_tokenizer(info.get("type", "HuggingFaceTokenizer"), path)
+        tokenizer = spec.build()
     except ValueError as error:
         raise ConversionError(
-            f"tokenizer {path}: {error}; pass --tokenizer-model if it moved") from None
+            f"tokenizer {spec.tokenizer_model or spec.vocab_file}: {error}; pass "
+            "--tokenizer-model if it moved") from None
     if tokenizer.vocab_size != reader.arch.vocab_size:
         raise ConversionError(
-            f"tokenizer {path} has {tokenizer.vocab_size} tokens but the checkpoint was trained "
-            f"with {reader.arch.vocab_size}; pass the run's --tokenizer-model")
+            f"tokenizer {tokenizer!r} has {tokenizer.vocab_size} tokens but the checkpoint was "
+            f"trained with {reader.arch.vocab_size}; pass the run's --tokenizer-model")
     return tokenizer
 
 
@@ -121,20 +124,6 @@ def _check_output(save_dir: Path, overwrite: bool) -> None:
     if save_dir.is_dir() and any(save_dir.iterdir()) and not overwrite:
         raise ConversionError(f"--save-dir {save_dir} exists and is not empty; pass --overwrite "
                               "or choose another directory")
-
-
-def write_tokenizer_files(directory: Path, tokenizer, max_length: int) -> None:
-    """tokenizer.json plus the small files `AutoTokenizer` needs to load it offline."""
-    from megatron_hope.data.tokenizer import EOD_TOKEN, PAD_TOKEN
-
-    shutil.copyfile(tokenizer.path, directory / "tokenizer.json")
-    pad = PAD_TOKEN if tokenizer.backend.token_to_id(PAD_TOKEN) is not None else EOD_TOKEN
-    special = {"eos_token": EOD_TOKEN, "pad_token": pad}
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
-              "bos_token": None, "unk_token": None, "add_bos_token": False,
-              "add_eos_token": False, "clean_up_tokenization_spaces": False, **special}
-    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
 
 
 def plan_entries(reader: CheckpointReader, rules, geo, target, dtype) -> list[Entry]:
@@ -180,8 +169,10 @@ def export_checkpoint(options: ExportOptions) -> ExportResult:
     tokenizer = _tokenizer(reader, options.tokenizer_model)
     dtype = reader.dtype if options.dtype == "auto" else DTYPES[options.dtype]
     hf_vocab = reader.padded_vocab_size if options.keep_vocab_padding else arch.vocab_size
-    config, rotary = build_hf_config(arch, options.target, hf_vocab, tokenizer.eod,
-                                     tokenizer.pad, dtype, scaling)
+    special = special_token_ids(tokenizer)
+    config, rotary = build_hf_config(arch, options.target, hf_vocab, special["eos_token_id"],
+                                     special["pad_token_id"], dtype, scaling,
+                                     bos_token_id=special["bos_token_id"])
     check_hf_frequencies(config, rotary)
 
     rules = rules_for(arch, weight_map.RULES[options.target])
@@ -203,8 +194,7 @@ def export_checkpoint(options: ExportOptions) -> ExportResult:
         finally:
             writer.abort()
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        generation = {"bos_token_id": None, "eos_token_id": tokenizer.eod,
-                      "pad_token_id": tokenizer.pad, "_from_model_config": True}
+        generation = {**special, "_from_model_config": True}
         (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
         write_tokenizer_files(staging, tokenizer, config["max_position_embeddings"])
         provenance = {
@@ -223,7 +213,7 @@ def export_checkpoint(options: ExportOptions) -> ExportResult:
 
         diff = None
         if options.verify:
-            diff = _verify(options, reader, staging, dtype, scaling)
+            diff = _verify(options, reader, staging, dtype, scaling, tokenizer)
     return ExportResult(save_dir, config, diff, time.perf_counter() - start,
                         int(index["metadata"]["total_size"]))
 
@@ -248,7 +238,7 @@ def _write_weights(reader, rules, geo, options, writer) -> None:
         emit(rule, None)
 
 
-def _verify(options, reader, staging, dtype, scaling) -> float | None:
+def _verify(options, reader, staging, dtype, scaling, tokenizer) -> float | None:
     from megatron_hope.convert.verify import compare_logits, verification_tokens
 
     if scaling is not None and scaling.kind == "yarn":
@@ -256,7 +246,7 @@ def _verify(options, reader, staging, dtype, scaling) -> float | None:
                        "checked against ours, the logits are not compared")
         print("verify: yarn export, frequencies checked (no Megatron YaRN to compare logits)")
         return None
-    tokens = verification_tokens(staging / "tokenizer.json", min(reader.arch.seq_length, 128))
+    tokens = verification_tokens(tokenizer, min(reader.arch.seq_length, 128))
     factor = scaling.factor if scaling is not None else None
     diff = compare_logits(options.load_dir, staging, tokens, seq_len_interpolation_factor=factor)
     tolerance = options.tolerance

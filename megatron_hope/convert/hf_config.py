@@ -163,7 +163,8 @@ def rotary_fields(arch: ModelArchitecture, target: str, scaling: RopeScaling | N
 
 def build_hf_config(arch: ModelArchitecture, target: str, vocab_size: int, eos_token_id: int,
                     pad_token_id: int | None, dtype: torch.dtype,
-                    scaling: RopeScaling | None = None) -> tuple[dict[str, Any], RotarySpec]:
+                    scaling: RopeScaling | None = None, bos_token_id: int | None = None,
+                    ) -> tuple[dict[str, Any], RotarySpec]:
     """`config.json` contents for `target` and the frequencies its rotary module must hold."""
     check_architecture(arch, target)
     rotary = rotary_fields(arch, target, scaling)
@@ -185,7 +186,7 @@ def build_hf_config(arch: ModelArchitecture, target: str, vocab_size: int, eos_t
         "rms_norm_eps": 1e-5,  # megatron-core's layernorm_epsilon default
         "use_cache": True,
         "tie_word_embeddings": not arch.untie_embeddings_and_output_weights,
-        "bos_token_id": None,
+        "bos_token_id": bos_token_id,
         "eos_token_id": eos_token_id,
         "pad_token_id": pad_token_id,
         "attention_dropout": 0.0,

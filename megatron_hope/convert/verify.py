@@ -15,14 +15,25 @@ VERIFY_TEXT = (
 )
 
 
-def verification_tokens(tokenizer_file: str | Path, length: int) -> torch.Tensor:
-    """`[1, length]` token ids of a fixed text (repeated as needed)."""
-    from tokenizers import Tokenizer
+def verification_tokens(tokenizer, length: int) -> torch.Tensor:
+    """`[1, length]` token ids of a fixed text (repeated as needed).
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    `tokenizer`: a megatron-hope tokenizer (as the run encoded its data) or a tokenizer.json
+    path; a NullTokenizer, which reads no text, gives fixed pseudo-random ids.
+    """
+    if isinstance(tokenizer, (str, Path)):
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_file(str(tokenizer))
+        encode = lambda text: backend.encode(text, add_special_tokens=False).ids  # noqa: E731
+    elif type(tokenizer).__name__ == "NullHopeTokenizer":
+        ids = (torch.arange(length) * 7919 % (tokenizer.vocab_size - 1)).tolist()
+        return torch.tensor([ids], dtype=torch.long)
+    else:
+        encode = tokenizer.tokenize
     ids: list[int] = []
     while len(ids) < length:
-        ids += tokenizer.encode(VERIFY_TEXT, add_special_tokens=False).ids
+        ids += encode(VERIFY_TEXT)
     return torch.tensor([ids[:length]], dtype=torch.long)
 
 

@@ -67,10 +67,11 @@ class GigatokenEncoder:
         import gigatoken
 
         self.tokenizer = tokenizer
-        self.bos = None
+        # gigatoken encodes the bare text; the tokenizer's post-processor ids (BOS) go around it.
+        self.prefix = list(getattr(tokenizer, "special_prefix", ()))
+        self.suffix = list(getattr(tokenizer, "special_suffix", ()))
         if hasattr(tokenizer, "processor"):  # SentencePiece
             self._fast = gigatoken.Tokenizer.from_sentencepiece(str(tokenizer.path))
-            self.bos = tokenizer.bos if getattr(tokenizer, "add_bos", False) else None
             self._specials: tuple[str, ...] = ()
         else:
             self._fast = gigatoken.Tokenizer(tokenizer.backend)
@@ -81,7 +82,7 @@ class GigatokenEncoder:
     def encode_flat(self, texts: Sequence[str]) -> tuple[numpy.ndarray, numpy.ndarray]:
         """As `ReferenceEncoder.encode_flat`, without a Python list per document."""
         texts = list(texts)
-        if self.bos is not None or any(s in text for text in texts for s in self._specials):
+        if self.prefix or self.suffix or any(s in text for text in texts for s in self._specials):
             return _flatten(self.encode_batch(texts))
         import awkward
 
@@ -97,8 +98,8 @@ class GigatokenEncoder:
         chosen = set(special)
         fast_texts = [t for i, t in enumerate(texts) if i not in chosen] if special else texts
         ids = self._fast.encode_batch_list(fast_texts)
-        if self.bos is not None:
-            ids = [[self.bos, *document] for document in ids]
+        if self.prefix or self.suffix:
+            ids = [[*self.prefix, *document, *self.suffix] for document in ids]
         if not special:
             return ids
         reference = iter(self.tokenizer.encode_batch([texts[i] for i in special]))
@@ -118,7 +119,9 @@ def select_encoder(tokenizer, sample_texts: Sequence[str], backend: str = "auto"
     if backend not in BACKENDS:
         raise ValueError(f"--tokenizer-backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     reference = ReferenceEncoder(tokenizer)
-    if backend == "reference":
+    if backend == "reference" or (
+        backend == "auto" and not getattr(tokenizer, "supports_gigatoken", True)
+    ):
         return reference
     try:
         fast = GigatokenEncoder(tokenizer)

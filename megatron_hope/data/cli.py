@@ -31,7 +31,7 @@ from pathlib import Path
 # megatron-core warns on import that the GPU fusions are missing; preprocessing never uses them.
 warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
 
-from megatron_hope.data.tokenizer import SUPPORTED_TOKENIZER_TYPES  # noqa: E402
+from megatron_hope.data.tokenizer_args import TokenizerArgs, add_tokenizer_arguments  # noqa: E402
 
 
 def preprocess_parser() -> argparse.ArgumentParser:
@@ -64,17 +64,7 @@ def preprocess_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep newlines between sentences when splitting",
     )
-    group = parser.add_argument_group("tokenizer")
-    group.add_argument(
-        "--tokenizer-type", default="HuggingFaceTokenizer", choices=SUPPORTED_TOKENIZER_TYPES
-    )
-    group.add_argument(
-        "--tokenizer-model",
-        default=None,
-        help="tokenizer.json (or its directory) or a SentencePiece .model",
-    )
-    group.add_argument("--vocab-file", default=None, help="GPT2BPETokenizer vocab.json")
-    group.add_argument("--merge-file", default=None, help="GPT2BPETokenizer merges.txt")
+    group = add_tokenizer_arguments(parser)
     group.add_argument(
         "--append-eod",
         action="store_true",
@@ -147,8 +137,13 @@ def preprocess_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`hope-preprocess`: returns 0 on success, 1 on a bad input or flag (message on stderr)."""
-    args = preprocess_parser().parse_args(argv)
+    """`hope-preprocess`: 0 on success, 2 on a bad flag or tokenizer, 1 on a bad input."""
+    parser = preprocess_parser()
+    args = parser.parse_args(argv)
+    try:  # a bad tokenizer flag or file is a usage error, reported before any input is read
+        TokenizerArgs.of(args).build()
+    except ValueError as error:
+        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # add_index logs five lines per shard read; the summary says what matters.
     logging.getLogger("megatron.core.datasets").setLevel(logging.WARNING)
@@ -160,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         config = PreprocessConfig(
             input=args.input,
             output_prefix=args.output_prefix,
-            tokenizer_type=args.tokenizer_type,
-            tokenizer_model=args.tokenizer_model,
-            vocab_file=args.vocab_file,
-            merge_file=args.merge_file,
+            **vars(TokenizerArgs.of(args)),
             json_keys=args.json_keys,
             split_sentences=args.split_sentences,
             keep_newlines=args.keep_newlines,

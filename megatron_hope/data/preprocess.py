@@ -81,6 +81,10 @@ class PreprocessConfig:
     tokenizer_model: str | None = None
     vocab_file: str | None = None
     merge_file: str | None = None
+    tokenizer_vocab_size: int | None = None
+    eod_token: str | None = None
+    tokenizer_hf_include_special_tokens: bool | None = None
+    """The other tokenizer flags (`megatron_hope.data.tokenizer_args.TokenizerArgs`)."""
     json_keys: Sequence[str] = ("text",)
     split_sentences: bool = False
     """Store each Punkt sentence as its own sequence (`_sentence` outputs)."""
@@ -234,12 +238,10 @@ _worker: dict = {}
 
 
 def _init_worker(state: dict, counters, in_subprocess: bool) -> None:
-    from megatron_hope.data.tokenizer import build_tokenizer
-
     if in_subprocess:
         limit_threads_in_worker()
         _die_with_parent()
-    tokenizer = build_tokenizer(*state["tokenizer_args"])
+    tokenizer = state["tokenizer_args"].build()
     encoder_class = GigatokenEncoder if state["backend"] == "gigatoken" else ReferenceEncoder
     _worker.clear()
     _worker.update(state)
@@ -519,16 +521,11 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessSummary:
     """
     from megatron.core.datasets.indexed_dataset import DType
 
-    from megatron_hope.data.tokenizer import build_tokenizer
+    from megatron_hope.data.tokenizer_args import TokenizerArgs
 
     started = time.perf_counter()
-    tokenizer_args = (
-        config.tokenizer_type,
-        config.tokenizer_model,
-        config.vocab_file,
-        config.merge_file,
-    )
-    tokenizer = build_tokenizer(*tokenizer_args)
+    tokenizer_args = TokenizerArgs.of(config)
+    tokenizer = tokenizer_args.build()
     if config.append_eod and tokenizer.eod is None:
         raise ValueError(f"--append-eod: {tokenizer!r} has no end-of-document token")
     files = readers.discover_inputs(config.input)

@@ -1,29 +1,28 @@
-"""Byte-level BPE tokenizers: training one from JSONL, and the adapter megatron-core's datasets use.
+"""Byte-level BPE tokenizers: training one from JSONL; the adapters megatron-core's datasets use.
 
-`HopeTokenizer` wraps a HuggingFace `tokenizers.Tokenizer` (a `tokenizer.json`) in
-megatron-core's `MegatronTokenizerBase`, the type `GPTDatasetConfig.tokenizer` is declared with in
-both 0.16.1 and 0.19.x. The datasets read only `vocab_size`, `eod`, `pad`, `eos` and
-`unique_identifiers` (the last goes into the hash that names the index cache); the rest serves our
-preprocessing and evaluation code.
+`HopeTokenizer` wraps a HuggingFace `tokenizers.Tokenizer` in megatron-core's
+`MegatronTokenizerBase` (the type `GPTDatasetConfig.tokenizer` is declared with in 0.16.1 and
+0.19.x): a `tokenizer.json` of ours (EOD `<|endoftext|>`, no BOS), or an HF tokenizer directory
+(Llama-2/3, Mistral, Qwen, GPT-NeoX...) read as Megatron-LM's HuggingFaceTokenizer reads it
+(`hf_directory`). `GPT2BPEHopeTokenizer` is GPT-2's vocab.json + merges.txt. `build_tokenizer`
+(in `tokenizer_args`, re-exported here) picks one from Megatron-LM's `--tokenizer-*` flags.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from megatron_hope.data.hf_directory import hf_identity_files, is_hf_directory, load_hf_directory
 from megatron_hope.data.sample_corpus import iter_jsonl_texts
-
-try:
-    # The base that GPTDatasetConfig annotates its tokenizer with (0.14 onwards, 0.19 included).
-    from megatron.core.tokenizers import MegatronTokenizerBase as _TokenizerBase
-except ImportError:  # older megatron-core: only the legacy base exists
-    from megatron.core.datasets.megatron_tokenizer import MegatronLegacyTokenizer as _TokenizerBase
+from megatron_hope.data.tokenizer_args import (  # noqa: F401  (re-exported)
+    SUPPORTED_TOKENIZER_TYPES,
+    build_tokenizer,
+)
+from megatron_hope.data.tokenizer_base import BaseHopeTokenizer, files_identity
 
 EOD_TOKEN = "<|endoftext|>"
 """Appended after every document; GPTDataset resets positions and masks at it."""
@@ -32,14 +31,6 @@ PAD_TOKEN = "<|pad|>"
 """Padding; kept distinct from EOD so megatron-core does not disable pad masking."""
 
 TOKENIZER_FILE_NAME = "tokenizer.json"
-
-SUPPORTED_TOKENIZER_TYPES = (
-    "HuggingFaceTokenizer",
-    "SentencePieceTokenizer",
-    "Llama2Tokenizer",
-    "GPT2BPETokenizer",
-)
-"""`--tokenizer-type` values `build_tokenizer` accepts (Megatron-LM's names)."""
 
 
 def _write_atomically(tokenizer: Tokenizer, output_path: Path) -> None:
@@ -127,76 +118,87 @@ def resolve_tokenizer_file(tokenizer_model: str | os.PathLike) -> Path:
     return path
 
 
-class HopeTokenizer(_TokenizerBase):
-    """A `tokenizer.json` as megatron-core's datasets and our tools expect a tokenizer.
+class HopeTokenizer(BaseHopeTokenizer):
+    """A `tokenizers.Tokenizer` as megatron-core's datasets and our tools expect a tokenizer.
 
-    Documents are separated by `eod` only: there is no BOS token (`bos` is None) and `eos` is
-    `eod`, as in GPT-2 and Megatron's GPT2BPETokenizer.
+    From a `tokenizer.json` (or a directory holding only one): EOD is `eod_token` (default
+    `<|endoftext|>`), there is no BOS. From an HF tokenizer directory (one with a
+    `tokenizer_config.json`): EOD, BOS and the vocabulary size are Megatron-LM's
+    HuggingFaceTokenizer's (see `hf_directory`), EOD overridable with `eod_token`.
+
+    With `include_special_tokens` every text is encoded with the tokenizer's special tokens (its
+    post-processor's BOS); without, as the bare text.
     """
 
     def __init__(
         self,
         tokenizer_model: str | os.PathLike,
-        eod_token: str = EOD_TOKEN,
+        eod_token: str | None = None,
         pad_token: str = PAD_TOKEN,
+        include_special_tokens: bool = False,
     ) -> None:
         """
         Args:
-            tokenizer_model: a `tokenizer.json` or a directory holding one.
-            eod_token: the end-of-document token, which must be in the vocabulary.
-            pad_token: the padding token; when absent, `pad` falls back to `eod`.
+            tokenizer_model: a `tokenizer.json`, a directory holding one, or an HF tokenizer
+                directory.
+            eod_token: the end-of-document token (`--eod-token`), which must be in the
+                vocabulary; None: the tokenizer's eos (HF directories) or `<|endoftext|>`.
+            pad_token: the padding token of a plain `tokenizer.json`; when absent, `pad` is `eod`.
+            include_special_tokens: add the post-processor's special tokens to every text.
         """
-        tokenizer_path = resolve_tokenizer_file(tokenizer_model)
-        try:
-            tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        except Exception as error:  # tokenizers raises a bare Exception for malformed files
-            raise ValueError(
-                f"{str(tokenizer_path)!r} is not a HuggingFace tokenizers file ({error})"
-            ) from error
-        self._setup(tokenizer, tokenizer_path, tokenizer_path.read_bytes(), eod_token, pad_token)
+        path = Path(tokenizer_model)
+        if is_hf_directory(path):
+            tokenizer, special = load_hf_directory(path)
+            identity = files_identity(hf_identity_files(path))
+            eos, bos, pad, vocab_size = special.eos, special.bos, special.pad, special.vocab_size
+        else:
+            tokenizer_path = resolve_tokenizer_file(path)
+            try:
+                tokenizer = Tokenizer.from_file(str(tokenizer_path))
+            except Exception as error:  # tokenizers raises a bare Exception for malformed files
+                raise ValueError(
+                    f"{str(tokenizer_path)!r} is not a HuggingFace tokenizers file ({error})"
+                ) from error
+            path, identity = tokenizer_path, tokenizer_path.read_bytes()
+            eos, bos, pad, vocab_size = EOD_TOKEN, None, pad_token, None
+        self._setup(tokenizer, path, identity, eod_token or eos, bos, pad, vocab_size,
+                    include_special_tokens, repr(str(path)), eod_token is not None)
 
     def _setup(
         self,
         tokenizer: Tokenizer,
-        tokenizer_path: Path,
+        path: Path,
         identity: bytes,
-        eod_token: str,
-        pad_token: str,
+        eod_token: str | None,
+        bos_token: str | None,
+        pad_token: str | None,
+        vocab_size: int | None,
+        include_special_tokens: bool,
+        where: str,
+        eod_from_flag: bool = False,
     ) -> None:
-        eod = tokenizer.token_to_id(eod_token)
+        eod = None if eod_token is None else tokenizer.token_to_id(eod_token)
         if eod is None:
-            raise ValueError(
-                f"{str(tokenizer_path)!r} has no end-of-document token {eod_token!r}; "
-                f"retrain with train_bpe_tokenizer or pass the right eod_token"
-            )
-        pad = tokenizer.token_to_id(pad_token)
+            raise ValueError(missing_eod_message(where, eod_token, eod_from_flag))
+        pad = None if pad_token is None else tokenizer.token_to_id(pad_token)
         # An EOD token inside a document's text must stay text: only the EOD appended between
         # documents may reset positions and attention in GPTDataset.
         tokenizer.encode_special_tokens = True
-        if _TokenizerBase.__name__ == "MegatronTokenizerBase":
-            super().__init__(str(tokenizer_path), {})
-        else:
-            super().__init__(str(tokenizer_path))
-        self.path = tokenizer_path
-        """The `tokenizer.json` (or vocabulary) file this tokenizer was read from."""
+        self._init_identity(path, identity, eod=eod_token,
+                            include_special_tokens=include_special_tokens)
         self._tokenizer = tokenizer
         self._eod = eod
+        self._bos = None if bos_token is None else tokenizer.token_to_id(bos_token)
         self._pad = eod if pad is None else pad
-        self._sha256 = hashlib.sha256(identity).hexdigest()
-
-    @property
-    def unique_identifiers(self) -> OrderedDict:
-        """What names this tokenizer in megatron-core's dataset cache hash.
-
-        The content hash makes a retrained tokenizer at the same path a new cache entry.
-        """
-        return OrderedDict(
-            [
-                ("class", f"{type(self).__module__}.{type(self).__qualname__}"),
-                ("tokenizer_path", str(self.path)),
-                ("sha256", self._sha256),
-            ]
-        )
+        self._vocab_size = vocab_size or tokenizer.get_vocab_size(with_added_tokens=True)
+        self.include_special_tokens = include_special_tokens
+        """Whether each text is encoded with the post-processor's special tokens (BOS)."""
+        self.eod_token = eod_token
+        """The end-of-document token's text."""
+        if include_special_tokens:
+            added = _added_ids(tokenizer)
+            self.supports_gigatoken = added is not None
+            self.special_prefix, self.special_suffix = added or ((), ())
 
     @property
     def backend(self) -> Tokenizer:
@@ -206,7 +208,7 @@ class HopeTokenizer(_TokenizerBase):
     @property
     def vocab_size(self) -> int:
         """Entries including special tokens (before any padding for tensor parallelism)."""
-        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+        return self._vocab_size
 
     @property
     def vocab(self) -> dict[str, int]:
@@ -221,19 +223,15 @@ class HopeTokenizer(_TokenizerBase):
         return self._eod
 
     @property
-    def eos(self) -> int:
-        return self._eod
-
-    @property
-    def bos(self) -> None:
-        return None
+    def bos(self) -> int | None:
+        return self._bos
 
     @property
     def pad(self) -> int:
         return self._pad
 
     def tokenize(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
+        return self._tokenizer.encode(text, add_special_tokens=self.include_special_tokens).ids
 
     def detokenize(self, ids: Iterable[int]) -> str:
         # int() accepts numpy integers, which is what IndexedDataset hands back.
@@ -245,25 +243,49 @@ class HopeTokenizer(_TokenizerBase):
         """Token ids of many texts, encoded on the `tokenizers` thread pool."""
         # encode_batch_fast skips the character offsets we never use.
         encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
-        return [encoding.ids for encoding in encode(list(texts), add_special_tokens=False)]
+        encodings = encode(list(texts), add_special_tokens=self.include_special_tokens)
+        return [encoding.ids for encoding in encodings]
 
-    def apply_chat_template(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"{type(self).__name__} is for pretraining; it has no chat template"
-        )
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r}, vocab_size={self.vocab_size})"
+def missing_eod_message(where: str, eod_token: str | None, from_flag: bool) -> str:
+    """The error for a tokenizer without the end-of-document token it needs."""
+    if from_flag:
+        missing = f"the --eod-token {eod_token!r} in its vocabulary"
+    elif eod_token is not None:
+        missing = f"end-of-document token {eod_token!r} in its vocabulary"
+    else:
+        missing = "end-of-document (eos) token"
+    return (
+        f"{where} has no {missing}; pass --eod-token TOKEN naming one that is "
+        "(e.g. </s> or <|endoftext|>), or retrain with train_bpe_tokenizer"
+    )
+
+
+def _added_ids(tokenizer: Tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The ids the post-processor puts before and after a text, or None if it does more."""
+    probe = "x y"
+    plain = tokenizer.encode(probe, add_special_tokens=False).ids
+    full = tokenizer.encode(probe, add_special_tokens=True).ids
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return tuple(full[:start]), tuple(full[start + len(plain) :])
+    return None
 
 
 class GPT2BPEHopeTokenizer(HopeTokenizer):
     """GPT-2's `vocab.json` + `merges.txt` (Megatron's `GPT2BPETokenizer`) as a HopeTokenizer.
 
     Byte-level BPE with GPT-2's pre-tokenizing regex and no prefix space, which is what
-    Megatron-LM's GPT2BPETokenizer (a port of OpenAI's encoder) computes.
+    Megatron-LM's GPT2BPETokenizer (a port of OpenAI's encoder) computes; EOD is
+    `<|endoftext|>`, there is no BOS.
     """
 
-    def __init__(self, vocab_file: str | os.PathLike, merge_file: str | os.PathLike) -> None:
+    def __init__(
+        self,
+        vocab_file: str | os.PathLike,
+        merge_file: str | os.PathLike,
+        eod_token: str | None = None,
+    ) -> None:
         vocab_path, merge_path = Path(vocab_file), Path(merge_file)
         for flag, path in (("--vocab-file", vocab_path), ("--merge-file", merge_path)):
             if not path.is_file():
@@ -285,153 +307,11 @@ class GPT2BPEHopeTokenizer(HopeTokenizer):
             tokenizer,
             vocab_path,
             vocab_path.read_bytes() + merge_path.read_bytes(),
-            EOD_TOKEN,
+            eod_token or EOD_TOKEN,
+            None,
             PAD_TOKEN,
+            None,
+            False,
+            f"--vocab-file {str(vocab_path)!r}",
+            eod_token is not None,
         )
-
-
-class SentencePieceHopeTokenizer(_TokenizerBase):
-    """A SentencePiece `.model` (Megatron's `SentencePieceTokenizer`, `Llama2Tokenizer`).
-
-    EOD is the model's `</s>` (`eos_id`). With `bos=True` (Llama2Tokenizer) every document starts
-    with `<s>`, as Megatron-LM's Llama2Tokenizer.tokenize does by default.
-    """
-
-    def __init__(self, tokenizer_model: str | os.PathLike, bos: bool = False) -> None:
-        path = Path(tokenizer_model)
-        if not path.is_file():
-            raise ValueError(f"{str(path)!r} does not exist")
-        try:
-            import sentencepiece
-        except ImportError as error:
-            raise ValueError(
-                "SentencePiece models need the sentencepiece package: pip install sentencepiece"
-            ) from error
-        processor = sentencepiece.SentencePieceProcessor()
-        try:
-            processor.Load(str(path))
-        except Exception as error:  # sentencepiece raises OSError/RuntimeError variously
-            raise ValueError(f"{str(path)!r} is not a SentencePiece model ({error})") from error
-        if processor.eos_id() < 0:
-            raise ValueError(f"{str(path)!r} has no end-of-sentence piece to use as EOD")
-        if _TokenizerBase.__name__ == "MegatronTokenizerBase":
-            super().__init__(str(path), {})
-        else:
-            super().__init__(str(path))
-        self.path = path
-        self.add_bos = bos
-        self._processor = processor
-        self._sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-
-    @property
-    def unique_identifiers(self) -> OrderedDict:
-        return OrderedDict(
-            [
-                ("class", f"{type(self).__module__}.{type(self).__qualname__}"),
-                ("tokenizer_path", str(self.path)),
-                ("sha256", self._sha256),
-                ("bos", self.add_bos),
-            ]
-        )
-
-    @property
-    def processor(self):
-        """The wrapped `sentencepiece.SentencePieceProcessor`."""
-        return self._processor
-
-    @property
-    def vocab_size(self) -> int:
-        return self._processor.GetPieceSize()
-
-    @property
-    def vocab(self) -> dict[str, int]:
-        return {self._processor.IdToPiece(i): i for i in range(self.vocab_size)}
-
-    @property
-    def inv_vocab(self) -> dict[int, str]:
-        return {i: self._processor.IdToPiece(i) for i in range(self.vocab_size)}
-
-    @property
-    def eod(self) -> int:
-        return self._processor.eos_id()
-
-    @property
-    def eos(self) -> int:
-        return self._processor.eos_id()
-
-    @property
-    def bos(self) -> int | None:
-        return self._processor.bos_id() if self._processor.bos_id() >= 0 else None
-
-    @property
-    def pad(self) -> int:
-        pad = self._processor.pad_id()
-        return self.eod if pad < 0 else pad
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.encode_batch([text])[0]
-
-    def detokenize(self, ids: Iterable[int]) -> str:
-        ids = [int(token_id) for token_id in ids]
-        if self.add_bos and ids and ids[0] == self.bos:
-            ids = ids[1:]
-        return self._processor.Decode(ids)
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return self._processor.Encode(list(texts), add_bos=self.add_bos)
-
-    def apply_chat_template(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"{type(self).__name__} is for pretraining; it has no chat template"
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r}, vocab_size={self.vocab_size})"
-
-
-def build_tokenizer(
-    tokenizer_type: str,
-    tokenizer_model: str | os.PathLike | None,
-    vocab_file: str | os.PathLike | None = None,
-    merge_file: str | os.PathLike | None = None,
-):
-    """The tokenizer Megatron-LM's `--tokenizer-type`, `--tokenizer-model`, `--vocab-file` and
-    `--merge-file` name, from local files only (runs must not reach a model hub).
-
-    | `--tokenizer-type` | files |
-    |---|---|
-    | HuggingFaceTokenizer | `--tokenizer-model` tokenizer.json or a directory holding one |
-    | SentencePieceTokenizer | `--tokenizer-model` SentencePiece `.model` |
-    | Llama2Tokenizer | `--tokenizer-model` SentencePiece `.model`; documents start with BOS |
-    | GPT2BPETokenizer | `--vocab-file` vocab.json and `--merge-file` merges.txt |
-
-    Raises:
-        ValueError: naming the flag and the fix, before any work starts.
-    """
-    fix = (
-        "use --tokenizer-type HuggingFaceTokenizer --tokenizer-model <tokenizer.json or a "
-        "directory holding one>; megatron_hope.data.tokenizer.train_bpe_tokenizer "
-        "(hope-train-tokenizer) writes one"
-    )
-    if tokenizer_type not in SUPPORTED_TOKENIZER_TYPES:
-        raise ValueError(
-            f"--tokenizer-type {tokenizer_type!r} is not supported "
-            f"(supported: {', '.join(SUPPORTED_TOKENIZER_TYPES)}); {fix}"
-        )
-    if tokenizer_type == "GPT2BPETokenizer":
-        if not vocab_file or not merge_file:
-            raise ValueError(
-                f"--tokenizer-type {tokenizer_type} needs --vocab-file and --merge-file "
-                f"(GPT-2's vocab.json and merges.txt); or {fix}"
-            )
-        return GPT2BPEHopeTokenizer(vocab_file, merge_file)
-    if tokenizer_model is None or str(tokenizer_model) == "":
-        raise ValueError(
-            f"--tokenizer-model is required with --tokenizer-type {tokenizer_type}; {fix}"
-        )
-    try:
-        if tokenizer_type == "HuggingFaceTokenizer":
-            return HopeTokenizer(tokenizer_model)
-        return SentencePieceHopeTokenizer(tokenizer_model, bos=tokenizer_type == "Llama2Tokenizer")
-    except ValueError as error:
-        raise ValueError(f"--tokenizer-model: {error}; {fix}") from error

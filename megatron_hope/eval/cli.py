@@ -26,6 +26,7 @@ import warnings
 # As hope-pretrain: on CPU every megatron-core import warns that apex/TE are missing.
 warnings.filterwarnings("ignore", message=r".*(Apex is|Apex are|Engine and Apex are) not installed")
 
+from megatron_hope.data.tokenizer_args import TokenizerArgs, add_tokenizer_arguments  # noqa: E402
 from megatron_hope.eval.common import parse_float_list, parse_int_list  # noqa: E402
 
 SUBCOMMANDS = ("ppl-vs-length", "copy", "fewshot", "needle", "attention", "report")
@@ -38,8 +39,10 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True, help="where results and plots go")
     parser.add_argument("--rope-scaling", default=None,
                         help="linear:F (PI) or yarn:F applied on the fly (the paper's +PI/+YaRN)")
-    parser.add_argument("--tokenizer", default=None,
-                        help="tokenizer.json overriding the checkpoint's / HF directory's")
+    group = add_tokenizer_arguments(
+        parser, model_help="tokenizer overriding the checkpoint's / HF directory's: an HF "
+        "directory, a tokenizer.json or a SentencePiece .model (default: the model's own)")
+    group.add_argument("--tokenizer", dest="tokenizer_model", help=argparse.SUPPRESS)
     parser.add_argument("--label", default=None,
                         help="row name in reports (default: position encoding + scaling)")
     parser.add_argument("--iteration", type=int, default=None,
@@ -55,6 +58,15 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def tokenizer_override(args: argparse.Namespace) -> TokenizerArgs | None:
+    """The --tokenizer-* flags when they name a tokenizer, else None (the model's own)."""
+    spec = TokenizerArgs.of(args)
+    named = (spec.tokenizer_model, spec.vocab_file, spec.tokenizer_vocab_size)
+    if all(value is None for value in named) and spec.tokenizer_type == "HuggingFaceTokenizer":
+        return None
+    return spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +127,7 @@ def _run(args: argparse.Namespace) -> list:
     counts = parse_int_list(getattr(args, "counts", None), "--counts")
     depths = parse_float_list(getattr(args, "depths", None), "--depths")
     scorer = load_scorer(load=args.load, hf_model=args.hf_model, scaling=scaling,
-                         tokenizer=args.tokenizer, label=args.label,
+                         tokenizer=tokenizer_override(args), label=args.label,
                          max_extrapolation=args.max_extrapolation,
                          train_length=args.train_length, iteration=args.iteration)
     progress = not args.no_progress

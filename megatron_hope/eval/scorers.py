@@ -23,59 +23,22 @@ fix, before any model time is spent.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from megatron_hope.data.tokenizer_args import saved_tokenizer_args
+from megatron_hope.eval.text_tokenizer import (
+    TextTokenizer,
+    text_tokenizer,
+    tokenizer_from_hf,
+)
 from megatron_hope.rope.layout import rotary_block_permutation
 from megatron_hope.rope.scaling import RopeScaling, parse_rope_scaling, scaled_inv_freq
 
 DEFAULT_MAX_EXTRAPOLATION = 8.0
-
-
-@dataclass
-class TextTokenizer:
-    """The few tokenizer operations the text tasks need, over HF or megatron-hope tokenizers."""
-
-    encode: Callable[[str], list[int]]
-    decode: Callable[[list[int]], str]
-    vocab_size: int
-    bos_id: int | None = None
-    """Start-of-sequence token; megatron-hope's BPE has none (documents are eod-separated)."""
-    eod_id: int | None = None
-
-    @property
-    def start_id(self) -> int | None:
-        """What a fresh document starts after: BOS if the tokenizer has one, else EOD (GPT-2)."""
-        return self.bos_id if self.bos_id is not None else self.eod_id
-
-    @property
-    def special_ids(self) -> set[int]:
-        return {i for i in (self.bos_id, self.eod_id) if i is not None}
-
-
-def tokenizer_from_file(path: str | Path) -> TextTokenizer:
-    """A megatron-hope / HF `tokenizer.json` (or a directory holding one)."""
-    from megatron_hope.data.tokenizer import build_tokenizer
-
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"--tokenizer {path}: no such file or directory")
-    tok = build_tokenizer("HuggingFaceTokenizer", str(path))
-    return TextTokenizer(encode=tok.tokenize, decode=lambda ids: tok.detokenize(list(ids)),
-                         vocab_size=tok.vocab_size, bos_id=tok.bos, eod_id=tok.eod)
-
-
-def tokenizer_from_hf(hf_tokenizer) -> TextTokenizer:
-    return TextTokenizer(
-        encode=lambda text: hf_tokenizer.encode(text, add_special_tokens=False),
-        decode=lambda ids: hf_tokenizer.decode(list(ids)),
-        vocab_size=len(hf_tokenizer), bos_id=hf_tokenizer.bos_token_id,
-        eod_id=hf_tokenizer.eos_token_id,
-    )
 
 
 @dataclass
@@ -189,7 +152,7 @@ class MegatronScorer(Scorer):
 
     @classmethod
     def load(cls, load_dir: str | Path, scaling: RopeScaling | None = None,
-             tokenizer_path: str | None = None, label: str | None = None,
+             tokenizer_path=None, label: str | None = None,
              max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION,
              iteration: int | None = None) -> MegatronScorer:
         from megatron_hope.training.model_loading import load_model_from_checkpoint
@@ -224,11 +187,11 @@ class MegatronScorer(Scorer):
                              f"(--position-embedding-type {encoding.position_embedding_type})")
         tokenizer = None
         if tokenizer_path is not None:
-            tokenizer = tokenizer_from_file(tokenizer_path)
+            tokenizer = text_tokenizer(tokenizer_path)
         else:
-            saved = loaded.metadata.get("tokenizer", {}).get("model")
-            if saved and Path(saved).exists():
-                tokenizer = tokenizer_from_file(saved)
+            saved = saved_tokenizer_args(loaded.metadata)
+            if saved is not None and saved.files_exist():
+                tokenizer = text_tokenizer(saved)
         scorer = cls(
             name=label or _label(encoding.position_embedding_type, scaling), source="megatron",
             train_length=train_length, vocab_size=loaded.vocab_size, tokenizer=tokenizer,
@@ -329,7 +292,7 @@ class HFScorer(Scorer):
 
     @classmethod
     def load(cls, model_dir: str | Path, scaling: RopeScaling | None = None,
-             tokenizer_path: str | None = None, label: str | None = None,
+             tokenizer_path=None, label: str | None = None,
              max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION,
              train_length: int | None = None) -> HFScorer:
         from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer
@@ -376,7 +339,7 @@ class HFScorer(Scorer):
             raise ValueError(f"--rope-scaling {scaling}: {model_dir} has no rotary embedding")
         tokenizer = None
         if tokenizer_path is not None:
-            tokenizer = tokenizer_from_file(tokenizer_path)
+            tokenizer = text_tokenizer(tokenizer_path)
         elif any((model_dir / name).exists() for name in ("tokenizer.json", "tokenizer_config.json",
                                                            "tokenizer.model")):
             tokenizer = tokenizer_from_hf(AutoTokenizer.from_pretrained(str(model_dir),
@@ -430,10 +393,13 @@ class HFScorer(Scorer):
 
 
 def load_scorer(load: str | None = None, hf_model: str | None = None,
-                scaling: RopeScaling | None = None, tokenizer: str | None = None,
+                scaling: RopeScaling | None = None, tokenizer=None,
                 label: str | None = None, max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION,
                 train_length: int | None = None, iteration: int | None = None) -> Scorer:
-    """Exactly one of `load` (hope-pretrain checkpoint) and `hf_model` (HF directory)."""
+    """Exactly one of `load` (hope-pretrain checkpoint) and `hf_model` (HF directory).
+
+    `tokenizer` (`TokenizerArgs` or a path) overrides the checkpoint's or directory's own.
+    """
     if (load is None) == (hf_model is None):
         raise ValueError("give exactly one of --load CHECKPOINT_DIR and --hf-model HF_DIR")
     if load is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from megatron_hope.data.tokenizer_args import add_tokenizer_arguments
 from megatron_hope.megatron.model import (
     FP8_FORMATS,
     FP8_RECIPES,
@@ -84,11 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-path", nargs="+", default=None,
                       help="PREFIX or 'W1 PREFIX1 W2 PREFIX2 ...' of Megatron .bin/.idx files")
     data.add_argument("--split", default="969,30,1")
-    data.add_argument("--tokenizer-type", default="HuggingFaceTokenizer")
-    data.add_argument("--tokenizer-model", default=None)
     data.add_argument("--data-cache-path", default=None)
     data.add_argument("--num-workers", type=int, default=2,
                       help="DataLoader worker processes per rank (0: load in the training process)")
+    add_tokenizer_arguments(parser)
 
     ckpt = parser.add_argument_group("checkpointing")
     ckpt.add_argument("--save", default=None)

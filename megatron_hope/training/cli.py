@@ -6,7 +6,7 @@
 
     # One node, 8 GPUs (or 8 CPU processes with gloo)
     torchrun --nproc-per-node 8 -m megatron_hope.training.cli --tensor-model-parallel-size 2 \
-        --data-path 1.0 /data/redpajama_text_document --tokenizer-model /data/tokenizer.json ...
+        --data-path 1.0 /data/redpajama_text_document --tokenizer-model /data/llama-tokenizer ...
 
     # Slurm: one task per GPU; MASTER_ADDR is derived from SLURM_JOB_NODELIST
     srun --ntasks-per-node 8 hope-pretrain ...   (see examples/)
@@ -49,21 +49,36 @@ def with_embedded_sample(config: PretrainConfig, run_dir: Path = DEFAULT_RUN_DIR
     )
 
 
+def check_tokenizer_and_data(config: PretrainConfig):
+    """The tokenizer the flags name, after checking every --data-path prefix could be its data.
+
+    Raises:
+        ValueError: a bad tokenizer flag or file, or data of another tokenizer's vocabulary.
+    """
+    from megatron_hope.data.tokenizer_args import TokenizerArgs
+    from megatron_hope.data.vocab_check import check_data_vocabulary
+    from megatron_hope.training.data import parse_data_path
+
+    tokenizer = TokenizerArgs.of(config).build()
+    check_data_vocabulary(parse_data_path(config.data_path)[0], tokenizer)
+    return tokenizer
+
+
 def run(config: PretrainConfig):
     """Library entry: resolve data and tokenizer, then pretrain. Returns the PretrainResult."""
-    from megatron_hope.data.tokenizer import build_tokenizer
+    from megatron_hope.data.tokenizer_args import TokenizerArgs
     from megatron_hope.training.distributed import initialize_distributed, shutdown_distributed
     from megatron_hope.training.loop import pretrain
 
-    # The tokenizer is checked before any process group or data work starts.
+    # The tokenizer, and that the data is its, are checked before any process group starts.
     if config.data_path is not None:
-        build_tokenizer(config.tokenizer_type, config.tokenizer_model)
+        check_tokenizer_and_data(config)
     created = not dist.is_initialized()
     initialize_distributed(config.tensor_model_parallel_size, config.pipeline_model_parallel_size)
     try:
         if config.data_path is None:
             config = with_embedded_sample(config)
-        tokenizer = build_tokenizer(config.tokenizer_type, config.tokenizer_model)
+        tokenizer = TokenizerArgs.of(config).build()
         result = pretrain(config, tokenizer)
         return config, result
     finally:

@@ -90,6 +90,12 @@ class PretrainConfig:
     split: str = "969,30,1"
     tokenizer_type: str = "HuggingFaceTokenizer"
     tokenizer_model: str | None = None
+    vocab_file: str | None = None
+    merge_file: str | None = None
+    tokenizer_vocab_size: int | None = None
+    eod_token: str | None = None
+    tokenizer_hf_include_special_tokens: bool | None = None
+    """The tokenizer flags, as `megatron_hope.data.tokenizer_args.TokenizerArgs` reads them."""
     data_cache_path: str | None = None
     num_workers: int = 2
     """DataLoader worker processes per rank (Megatron-LM's --num-workers)."""
@@ -166,8 +172,12 @@ class PretrainConfig:
                         f"--data-path: {prefix + suffix} does not exist; pass the prefix of a "
                         "Megatron .bin/.idx pair (without the suffix)"
                     )
-        if self.tokenizer_model is None:
-            raise ValueError("--data-path needs --tokenizer-model (the tokenizer that wrote it)")
+        files_flag = {"GPT2BPETokenizer": self.vocab_file, "NullTokenizer": True}
+        if files_flag.get(self.tokenizer_type, self.tokenizer_model) is None:
+            raise ValueError(
+                "--data-path needs the tokenizer that wrote it: --tokenizer-model (or "
+                "--vocab-file/--merge-file with --tokenizer-type GPT2BPETokenizer)"
+            )
 
     def layout(self, world_size: int) -> ParallelLayout:
         """The parallel layout for `world_size` ranks, checked against the batch sizes."""

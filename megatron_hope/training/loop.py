@@ -225,7 +225,8 @@ class Trainer:
                      if k != "position_encoding"},
             "padded_vocab_size": self.padded_vocab_size,
             "tokenizer": {"type": self.config.tokenizer_type,
-                          "model": str(Path(self.config.tokenizer_model).resolve())},
+                          "model": str(Path(model).resolve())
+                          if (model := self.config.tokenizer_model) else None},
             "args": _jsonable(dataclasses.asdict(self.config)),
         }
 

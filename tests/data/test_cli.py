@@ -80,7 +80,9 @@ def test_train_tokenizer_then_preprocess_a_redpajama_tree(redpajama_tree, tmp_pa
 def test_errors_are_messages_not_tracebacks(tmp_path, capsys, tokenizer_file):
     (tmp_path / "in.jsonl").write_text('{"text": "x"}\n{"text": 1}\n')
     base = ["--input", str(tmp_path / "in.jsonl"), "--output-prefix", str(tmp_path / "o")]
-    assert main([*base, "--tokenizer-model", str(tmp_path / "missing.json")]) == 1
+    with pytest.raises(SystemExit) as usage:  # a bad tokenizer flag is a usage error
+        main([*base, "--tokenizer-model", str(tmp_path / "missing.json")])
+    assert usage.value.code == 2
     assert "--tokenizer-model" in capsys.readouterr().err
     assert main([*base, "--tokenizer-model", str(tokenizer_file), "--strict"]) == 1
     assert f"{tmp_path / 'in.jsonl'}:2: 'text' holds a int" in capsys.readouterr().err

@@ -1,0 +1,97 @@
+"""What every megatron-hope tokenizer shares: megatron-core's base class and a content identity.
+
+megatron-core's datasets read only `vocab_size`, `eod`, `pad`, `eos` and `unique_identifiers`
+(the last names the index cache); our preprocessing and evaluation also use `tokenize`,
+`encode_batch`, `detokenize`, `bos` and `special_prefix`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+try:
+    # The base that GPTDatasetConfig annotates its tokenizer with (0.14 onwards, 0.19 included).
+    from megatron.core.tokenizers import MegatronTokenizerBase as _TokenizerBase
+except ImportError:  # older megatron-core: only the legacy base exists
+    from megatron.core.datasets.megatron_tokenizer import MegatronLegacyTokenizer as _TokenizerBase
+
+
+class BaseHopeTokenizer(_TokenizerBase):
+    """megatron-core's tokenizer base plus the identity and helpers our tools rely on.
+
+    Subclasses call `_init_identity` and implement `encode_batch`, `vocab_size`, `eod`.
+    """
+
+    supports_gigatoken = True
+    """Whether the gigatoken backend may encode for this tokenizer (checked for exactness)."""
+
+    special_prefix: tuple[int, ...] = ()
+    """Ids the tokenizer puts before every text it encodes (BOS where Megatron-LM adds it)."""
+
+    special_suffix: tuple[int, ...] = ()
+    """Ids the tokenizer puts after every text it encodes (never EOD: that is `--append-eod`)."""
+
+    def _init_identity(self, path: str | os.PathLike | None, identity: bytes, **settings) -> None:
+        """`path` names the tokenizer; `identity` is its content; `settings` change its ids."""
+        if _TokenizerBase.__name__ == "MegatronTokenizerBase":
+            super().__init__(str(path), {})
+        else:
+            super().__init__(str(path))
+        self.path = None if path is None else Path(path)
+        """The file or directory this tokenizer was read from."""
+        self._sha256 = hashlib.sha256(identity).hexdigest()
+        self._settings = settings
+
+    @property
+    def unique_identifiers(self) -> OrderedDict:
+        """What names this tokenizer in megatron-core's dataset cache hash and our shard stamps.
+
+        The content hash makes a retrained tokenizer at the same path a new cache entry.
+        """
+        identifiers = OrderedDict(
+            [
+                ("class", f"{type(self).__module__}.{type(self).__qualname__}"),
+                ("tokenizer_path", str(self.path)),
+                ("sha256", self._sha256),
+            ]
+        )
+        identifiers.update((key, str(value)) for key, value in self._settings.items())
+        return identifiers
+
+    @property
+    def eos(self) -> int:
+        return self.eod
+
+    @property
+    def bos(self) -> int | None:
+        return None
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def detokenize(self, ids: Iterable[int]) -> str:
+        raise NotImplementedError
+
+    def apply_chat_template(self, *args, **kwargs):
+        raise NotImplementedError(
+            f"{type(self).__name__} is for pretraining; it has no chat template"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, vocab_size={self.vocab_size})"
+
+
+def files_identity(paths: Iterable[Path]) -> bytes:
+    """The bytes of `paths` (those that exist), each preceded by its name: a content identity."""
+    parts = []
+    for path in sorted(paths):
+        if path.is_file():
+            parts.append(path.name.encode() + b"\0" + path.read_bytes())
+    return b"\0\0".join(parts)
