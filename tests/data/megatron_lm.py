@@ -13,11 +13,14 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-TAGS = {"0.16": "core_v0.16.1", "0.19": "core_v0.19.0"}
+from tests.megatron_lm_archive import (  # noqa: F401 (re-exported for the parity tests)
+    archive_tag,
+    missing_archive_reason,
+    unpack,
+)
+
 NEEDED_PACKAGES = ("six", "nltk", "triton")
 
 # Runs the tool once per argv in one interpreter: its imports (torch, megatron, transformers)
@@ -31,50 +34,15 @@ for argv in json.loads(sys.argv[2]):
 """
 
 
-def megatron_core_version() -> str:
-    import megatron.core
-
-    return ".".join(megatron.core.__version__.split(".")[:2])
-
-
-def archive_tag() -> str | None:
-    return TAGS.get(megatron_core_version())
-
-
-def find_archive() -> Path | None:
-    tag = archive_tag()
-    folder = Path(os.environ.get("MEGATRON_LM_ARCHIVES", REPOSITORY.parent / "shared/megatron-lm"))
-    archive = folder / f"megatron-lm-{tag}.tar.gz"
-    return archive if tag and archive.is_file() else None
-
-
 def missing_reason() -> str | None:
     """Why Megatron-LM's tool cannot run here, or None."""
-    if archive_tag() is None:
-        return f"no Megatron-LM tag pairs with megatron-core {megatron_core_version()}"
-    if find_archive() is None:
-        return (
-            f"Megatron-LM archive megatron-lm-{archive_tag()}.tar.gz not found in "
-            f"{REPOSITORY.parent / 'shared/megatron-lm'} or $MEGATRON_LM_ARCHIVES"
-        )
+    reason = missing_archive_reason()
+    if reason is not None:
+        return reason
     missing = [name for name in NEEDED_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         return f"Megatron-LM's preprocess_data.py needs {', '.join(missing)} (pip install them)"
     return None
-
-
-def unpack(cache: Path) -> Path:
-    """The unpacked Megatron-LM folder (`megatron-lm-<tag>/`), unpacked once into `cache`."""
-    archive = find_archive()
-    folder = cache / archive.name.removesuffix(".tar.gz")
-    if not (folder / "tools" / "preprocess_data.py").is_file():
-        partial = cache / f".partial-{os.getpid()}"
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if "/tests/" not in m.name]
-            tar.extractall(partial, members=members, filter="data")
-        (partial / folder.name).rename(folder)
-        partial.rmdir()
-    return folder
 
 
 def run_preprocess_data(folder: Path, runs: list[list[str]], cwd: Path) -> None:

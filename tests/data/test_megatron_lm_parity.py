@@ -84,7 +84,7 @@ def outputs(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("parity")
-    tool = megatron_lm.unpack(tmp_path_factory.getbasetemp())
+    tool = megatron_lm.unpack()
     kinds = make_tokenizer_kinds(root / "tokenizers")
     gpt2_stand_in(root, kinds)
     text_corpus = root / "corpus.jsonl"

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -36,9 +34,8 @@ from megatron_hope.training.flops import (
     peak_bf16_tflops,
     tflops_per_gpu,
 )
+from tests import megatron_lm_archive
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-TAGS = {"0.16": "core_v0.16.1", "0.19": "core_v0.19.0"}
 FORMULA_OF_TAG = {"core_v0.16.1": "v0.16", "core_v0.19.0": "v0.19"}
 
 # Runs in a fresh interpreter with the unpacked Megatron-LM folder first on sys.path. Importing
@@ -88,44 +85,12 @@ print(json.dumps({"method": method, "flops": results}))
 """
 
 
-def megatron_core_series() -> str:
-    import megatron.core
-
-    return ".".join(megatron.core.__version__.split(".")[:2])
-
-
-def archive_for_installed_megatron_core() -> tuple[str, Path]:
-    """(tag, archive path) for the installed megatron-core, or skip saying what is missing."""
-    tag = TAGS.get(megatron_core_series())
-    if tag is None:
-        pytest.skip(f"no Megatron-LM tag pairs with megatron-core {megatron_core_series()}")
-    folder = Path(os.environ.get("MEGATRON_LM_ARCHIVES", REPOSITORY.parent / "shared/megatron-lm"))
-    archive = folder / f"megatron-lm-{tag}.tar.gz"
-    if not archive.is_file():
-        pytest.skip(f"Megatron-LM archive {archive.name} not found in {folder} (set "
-                    "MEGATRON_LM_ARCHIVES to the folder that holds it)")
-    return tag, archive
-
-
-def unpacked_megatron_lm(archive: Path) -> Path:
-    """The archive's folder, unpacked once into the cache (atomically: a rename at the end)."""
-    cache = Path(os.environ.get("MEGATRON_HOPE_CACHE", Path.home() / ".cache/megatron-hope"))
-    cache = cache / "megatron-lm"
-    folder = cache / archive.name.removesuffix(".tar.gz")
-    if not (folder / "megatron/training/training.py").is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        partial = cache / f".partial-{os.getpid()}"
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if "/tests/" not in m.name]
-            tar.extractall(partial, members=members, filter="data")
-        try:
-            (partial / folder.name).rename(folder)
-        except OSError:  # another process unpacked it first
-            if not (folder / "megatron/training/training.py").is_file():
-                raise
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
-    return folder
+def unpacked_megatron_lm() -> tuple[str, Path]:
+    """(tag, unpacked folder) for the installed megatron-core, or skip saying what is missing."""
+    reason = megatron_lm_archive.missing_archive_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    return megatron_lm_archive.archive_tag(), megatron_lm_archive.unpack()
 
 
 def architecture(**shape) -> ModelArchitecture:
@@ -192,8 +157,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def megatron_lm_flops():
     """{case name: FLOPs from Megatron-LM's own function}, plus the tag and how it was loaded."""
-    tag, archive = archive_for_installed_megatron_core()
-    folder = unpacked_megatron_lm(archive)
+    tag, folder = unpacked_megatron_lm()
     cases = [
         {"args": megatron_lm_args(architecture(**shape), vocab), "batch_size": batch}
         for shape, batch, vocab in CASES.values()
