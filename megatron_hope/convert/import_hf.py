@@ -204,6 +204,7 @@ def import_checkpoint(options: ImportOptions) -> Path:
     ensure_single_process()
     set_random_seed(1234)
     model = build_model(arch, build_transformer_config(arch), vocab_size=padded)
+    model.cuda(torch.cuda.current_device())  # as Megatron-LM's get_model; the copies cross over
     params = {weight_map.canonical_name(name): value
               for name, value in model.state_dict(keep_vars=True).items()}
     handles: dict[Path, Any] = {}
