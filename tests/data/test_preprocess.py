@@ -14,8 +14,7 @@ import numpy
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-from megatron_hope.data import preprocess
-from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess
+from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess, schedule
 from megatron_hope.data.readers import BadRecordError
 from megatron_hope.data.tokenizer import HopeTokenizer
 from tests.data.conftest import write_jsonl
@@ -116,7 +115,7 @@ def test_a_crash_midway_resumes_to_the_same_bytes(
         if completed == 2:
             raise KeyboardInterrupt("simulated preemption")
 
-    monkeypatch.setattr(preprocess, "after_shard_hook", crash)
+    monkeypatch.setattr(schedule, "after_shard_hook", crash)
     with pytest.raises(KeyboardInterrupt):
         run(redpajama_tree, tmp_path / "resumed" / "rp", tokenizer_file, workers=workers)
     assert not list((tmp_path / "resumed").glob("rp_*_document.*"))  # nothing final yet
@@ -127,7 +126,7 @@ def test_a_crash_midway_resumes_to_the_same_bytes(
     half_written.write_bytes(half_written.read_bytes()[:10])
     done[0].unlink()
 
-    monkeypatch.setattr(preprocess, "after_shard_hook", None)
+    monkeypatch.setattr(schedule, "after_shard_hook", None)
     summary = run(redpajama_tree, tmp_path / "resumed" / "rp", tokenizer_file, workers=workers)
     assert summary.shards_reused == len(done) - 1
     assert summary.shards_encoded == 5 - len(done) + 1
@@ -293,14 +292,13 @@ def test_gpt_dataset_builds_samples_from_the_output(redpajama_tree, tokenizer_fi
 
 KILLED_RUN = """
 import os, signal, sys
-from megatron_hope.data import preprocess
-from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess
+from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess, schedule
 
 def kill(completed):
     if completed == 2:  # SIGKILL: no finally blocks, no cleanup, as under an OOM killer
         os.kill(os.getpid(), signal.SIGKILL)
 
-preprocess.after_shard_hook = kill
+schedule.after_shard_hook = kill
 run_preprocess(PreprocessConfig(input=sys.argv[1], output_prefix=sys.argv[2],
                tokenizer_model=sys.argv[3], append_eod=True, workers=2, progress=False))
 """
