@@ -15,9 +15,10 @@ import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess, schedule
+from megatron_hope.data.preprocess.config import RANGE_BYTES
 from megatron_hope.data.readers import BadRecordError
 from megatron_hope.data.tokenizer import HopeTokenizer
-from tests.data.conftest import write_jsonl
+from tests.data.conftest import run_killed, write_jsonl
 
 SUBSET_FILES = {
     "arxiv": ["arxiv/arxiv_0.jsonl", "arxiv/arxiv_1.jsonl.gz"],
@@ -290,42 +291,9 @@ def test_gpt_dataset_builds_samples_from_the_output(redpajama_tree, tokenizer_fi
         assert (item["loss_mask"][item["tokens"] == tokenizer.eod] == 0).all()
 
 
-KILLED_RUN = """
-import os, signal, sys
-from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess, schedule
-
-def kill(completed):
-    if completed == 2:  # SIGKILL: no finally blocks, no cleanup, as under an OOM killer
-        os.kill(os.getpid(), signal.SIGKILL)
-
-schedule.after_shard_hook = kill
-run_preprocess(PreprocessConfig(input=sys.argv[1], output_prefix=sys.argv[2],
-               tokenizer_model=sys.argv[3], append_eod=True, workers=2, progress=False))
-"""
-
-
 def test_a_sigkilled_run_resumes_to_the_same_bytes(redpajama_tree, tokenizer_file, tmp_path):
-    import signal
-    import subprocess
-    import sys
-
     run(redpajama_tree, tmp_path / "whole" / "rp", tokenizer_file)
-    repo = Path(__file__).resolve().parents[2]
-    killed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            KILLED_RUN,
-            str(redpajama_tree),
-            str(tmp_path / "killed" / "rp"),
-            str(tokenizer_file),
-        ],
-        env={**__import__("os").environ, "PYTHONPATH": str(repo)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run_killed(redpajama_tree, tmp_path / "killed" / "rp", tokenizer_file, 2, RANGE_BYTES)
     assert not list((tmp_path / "killed").glob("rp_*_document.*"))
     summary = run(redpajama_tree, tmp_path / "killed" / "rp", tokenizer_file, workers=2)
     assert summary.shards_reused >= 2

@@ -9,10 +9,6 @@ PYTHONPATH=. python -m pytest tests/data/test_preprocess_ranges.py -q
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from itertools import pairwise
 from pathlib import Path
 
@@ -21,7 +17,7 @@ import pytest
 from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess
 from megatron_hope.data.preprocess.plan import line_ranges
 from megatron_hope.data.readers import BadRecordError
-from tests.data.conftest import write_jsonl
+from tests.data.conftest import run_killed, write_jsonl
 from tests.data.test_preprocess import output_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,41 +74,11 @@ def test_one_file_same_bytes_for_any_workers_and_partitions(
         assert not (out / "b_shards").exists()
 
 
-KILLED_RUN = """
-import os, signal, sys
-from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess, schedule
-
-def kill(completed):
-    if completed == 3:  # SIGKILL: no finally blocks, no cleanup, as under an OOM killer
-        os.kill(os.getpid(), signal.SIGKILL)
-
-schedule.after_shard_hook = kill
-run_preprocess(PreprocessConfig(input=sys.argv[1], output_prefix=sys.argv[2],
-               tokenizer_model=sys.argv[3], append_eod=True, workers=2, progress=False,
-               range_bytes=int(sys.argv[4])))
-"""
-
-
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.zst"])
 def test_a_sigkilled_run_resumes_to_the_same_bytes(one_big_file, tokenizer_file, tmp_path, suffix):
     path = one_big_file[suffix]
     run(path, tmp_path / "whole" / "b", tokenizer_file)
-    killed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            KILLED_RUN,
-            str(path),
-            str(tmp_path / "killed" / "b"),
-            str(tokenizer_file),
-            str(RANGE_BYTES),
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run_killed(path, tmp_path / "killed" / "b", tokenizer_file, 3, RANGE_BYTES)
     assert not list((tmp_path / "killed").glob("b_*_document.*"))
     summary = run(path, tmp_path / "killed" / "b", tokenizer_file, workers=2)
     assert summary.shards_reused >= 3  # the workers may have finished more before the kill
