@@ -33,8 +33,9 @@ class SyntheticTokenizer:
 def synthetic_batches(vocab_size: int, micro_batch_size: int, seq_length: int, seed: int):
     generator = torch.Generator().manual_seed(seed)
     while True:
-        tokens = torch.randint(0, vocab_size, (micro_batch_size, seq_length + 1),
-                               generator=generator)
+        tokens = torch.randint(
+            0, vocab_size, (micro_batch_size, seq_length + 1), generator=generator
+        )
         yield {
             "tokens": tokens[:, :-1].contiguous(),
             "labels": tokens[:, 1:].contiguous(),
@@ -52,15 +53,19 @@ def make_trainer(args, kind: str):
 
     head_dim = args.hidden_size // args.num_attention_heads
     arch = ModelArchitecture(
-        num_layers=args.num_layers, hidden_size=args.hidden_size,
-        num_attention_heads=args.num_attention_heads, seq_length=args.seq_length,
-        vocab_size=args.vocab_size, transformer_impl=args.transformer_impl, bf16=args.bf16,
+        num_layers=args.num_layers,
+        hidden_size=args.hidden_size,
+        num_attention_heads=args.num_attention_heads,
+        seq_length=args.seq_length,
+        vocab_size=args.vocab_size,
+        transformer_impl=args.transformer_impl,
+        bf16=args.bf16,
         apply_rope_fusion=args.apply_rope_fusion,
-        position_encoding=PositionEncodingConfig(kind, head_dim, args.rotary_base,
-                                                 args.seq_length),
+        position_encoding=PositionEncodingConfig(kind, head_dim, args.rotary_base, args.seq_length),
     )
-    config = PretrainConfig(arch=arch, micro_batch_size=args.micro_batch_size,
-                            train_iters=args.steps, progress=False)
+    config = PretrainConfig(
+        arch=arch, micro_batch_size=args.micro_batch_size, train_iters=args.steps, progress=False
+    )
     set_random_seed(args.seed)
     return Trainer(config, SyntheticTokenizer(args.vocab_size))
 
@@ -101,8 +106,12 @@ def main(argv=None) -> int:
     initialize_distributed()
     try:
         trainers = {kind: make_trainer(args, kind) for kind in args.types}
-        batches = {kind: synthetic_batches(args.vocab_size, args.micro_batch_size,
-                                           args.seq_length, args.seed) for kind in args.types}
+        batches = {
+            kind: synthetic_batches(
+                args.vocab_size, args.micro_batch_size, args.seq_length, args.seed
+            )
+            for kind in args.types
+        }
         for kind in args.types:
             time_steps(trainers[kind], batches[kind], args.warmup)
         samples: dict[str, list[float]] = {kind: [] for kind in args.types}
@@ -114,19 +123,22 @@ def main(argv=None) -> int:
 
     tokens = args.micro_batch_size * args.seq_length
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    print(f"device: {device}; model: {args.num_layers} layers, hidden {args.hidden_size}, "
-          f"seq {args.seq_length}, micro-batch {args.micro_batch_size}, "
-          f"{args.rounds} rounds x {args.steps} steps")
+    print(
+        f"device: {device}; model: {args.num_layers} layers, hidden {args.hidden_size}, "
+        f"seq {args.seq_length}, micro-batch {args.micro_batch_size}, "
+        f"{args.rounds} rounds x {args.steps} steps"
+    )
     print(f"{'type':<8} {'ms/step (median)':>18} {'min':>8} {'max':>8} {'tokens/s':>10}")
     medians = {}
     for kind in args.types:
         median = statistics.median(samples[kind])
         medians[kind] = median
-        print(f"{kind:<8} {1000 * median:>18.1f} {1000 * min(samples[kind]):>8.1f} "
-              f"{1000 * max(samples[kind]):>8.1f} {tokens / median:>10.0f}")
+        print(
+            f"{kind:<8} {1000 * median:>18.1f} {1000 * min(samples[kind]):>8.1f} "
+            f"{1000 * max(samples[kind]):>8.1f} {tokens / median:>10.0f}"
+        )
     if "hope" in medians and "rope" in medians:
-        print(f"HoPE/RoPE step-time ratio: {medians['hope'] / medians['rope']:.3f} "
-              "(goal <= 1.00)")
+        print(f"HoPE/RoPE step-time ratio: {medians['hope'] / medians['rope']:.3f} (goal <= 1.00)")
     if "none" in medians and "rope" in medians:
         print(f"NoPE/RoPE step-time ratio: {medians['none'] / medians['rope']:.3f}")
     return 0

@@ -31,6 +31,7 @@ from pathlib import Path
 # megatron-core warns on import that the GPU fusions are missing; preprocessing never uses them.
 warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
 
+from megatron_hope.data.preprocess.config import LOG_INTERVAL  # noqa: E402
 from megatron_hope.data.tokenizer_args import TokenizerArgs, add_tokenizer_arguments  # noqa: E402
 
 
@@ -90,19 +91,25 @@ def preprocess_parser() -> argparse.ArgumentParser:
     )
     group = parser.add_argument_group("runtime")
     group.add_argument(
-        "--workers", type=int, default=1, help="worker processes (one input file each at a time)"
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes; they share large files too (byte ranges of a .jsonl, chunks of "
+        "a .gz/.zst decompressed once)",
     )
     group.add_argument(
         "--partitions",
         type=int,
         default=1,
-        help="accepted for compatibility: every input file is its own partition",
+        help="cut every plain .jsonl file into at least this many byte ranges, in place and in "
+        "order (Megatron-LM writes partition files); the outputs do not depend on it",
     )
     group.add_argument(
         "--log-interval",
         type=int,
-        default=10000,
-        help="documents between progress lines when stderr is not a terminal",
+        default=LOG_INTERVAL,
+        help=f"documents between progress lines when stderr is not a terminal "
+        f"(default {LOG_INTERVAL})",
     )
     group.add_argument(
         "--strict",

@@ -1,27 +1,28 @@
-"""JSONL documents to Megatron's `.bin/.idx` pair, written by megatron-core's own builder.
+"""Megatron's `.bin/.idx` pair: writing, streaming merge, and JSONL documents to a pair.
 
 The output is what Megatron-LM's `tools/preprocess_data.py --append-eod` writes for one JSON key:
 one document (and one sequence) per JSONL line, its tokens followed by EOD, token dtype uint16
 below 65,500 vocabulary entries and int32 above. `IndexedDataset(prefix)` reads it back.
+
+The bytes are those of megatron-core's `IndexedDatasetBuilder` (`add_document` ... `finalize`,
+`add_index` for a merge; tests/data/test_indexed.py checks both), written here with numpy only:
+megatron-core's module imports torch (seconds of start-up a preprocessing run does not need),
+and its builder keeps a Python int per sequence where `IndexWriter` keeps 12 bytes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+import shutil
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
 import numpy
-from megatron.core.datasets.indexed_dataset import (
-    DType,
-    IndexedDatasetBuilder,
-    get_bin_path,
-    get_idx_path,
-)
 
 from megatron_hope.data.sample_corpus import iter_jsonl_texts
 
@@ -62,6 +63,153 @@ def _batches(texts: Iterator[str], batch_size: int) -> Iterator[list[str]]:
         yield batch
 
 
+INDEX_HEADER = b"MMIDIDX\x00\x00"
+INDEX_VERSION = 1
+DTYPE_CODES = {
+    numpy.uint8: 1,
+    numpy.int8: 2,
+    numpy.int16: 3,
+    numpy.int32: 4,
+    numpy.int64: 5,
+    numpy.float64: 6,
+    numpy.float32: 7,
+    numpy.uint16: 8,
+}
+"""megatron-core's `DType` codes in the `.idx` header."""
+
+
+def optimal_dtype(vocab_size: int | None) -> type[numpy.number]:
+    """megatron-core's `DType.optimal_dtype`: uint16 below 65,500 entries, else int32."""
+    return numpy.uint16 if vocab_size is not None and vocab_size < 65500 else numpy.int32
+
+
+class IndexWriter:
+    """Append documents to `<prefix>.bin`; `finalize` writes `<prefix>.idx`.
+
+    The bytes of megatron-core's `IndexedDatasetBuilder(bin_path, dtype)` fed the same
+    documents through `add_document`, then `finalize(idx_path)`.
+    """
+
+    def __init__(self, bin_path: str | os.PathLike, dtype: type[numpy.number]) -> None:
+        self.dtype = numpy.dtype(dtype).type
+        self.data_file = open(bin_path, "wb")  # noqa: SIM115 - closed by finalize/close
+        self._sequence_lengths: list[numpy.ndarray] = []
+        self._sequences_per_document: list[numpy.ndarray] = []
+
+    def add_documents(
+        self, flat: numpy.ndarray, sequence_lengths: numpy.ndarray, sequences_per_document
+    ) -> None:
+        """A batch of documents: all ids `[n]`, each sequence's length `[s]`, and each
+        document's number of sequences `[d]` (they sum to s)."""
+        if flat.size and int(flat.max()) > numpy.iinfo(self.dtype).max:
+            raise ValueError(f"token id {int(flat.max())} does not fit {self.dtype.__name__}")
+        self.data_file.write(numpy.asarray(flat, dtype=self.dtype).tobytes(order="C"))
+        self._sequence_lengths.append(numpy.asarray(sequence_lengths, dtype=numpy.int32))
+        self._sequences_per_document.append(numpy.asarray(sequences_per_document, numpy.int64))
+
+    def finalize(self, idx_path: str | os.PathLike) -> None:
+        self.data_file.close()
+        lengths = numpy.concatenate([numpy.zeros(0, numpy.int32), *self._sequence_lengths])
+        per_document = numpy.concatenate(
+            [numpy.zeros(0, numpy.int64), *self._sequences_per_document]
+        )
+        pointers = numpy.zeros(lengths.size, dtype=numpy.int64)
+        itemsize = numpy.dtype(self.dtype).itemsize
+        numpy.cumsum(lengths[:-1].astype(numpy.int64) * itemsize, out=pointers[1:])
+        documents = numpy.concatenate([[0], numpy.cumsum(per_document)]).astype(numpy.int64)
+        with open(idx_path, "wb") as index_file:
+            _write_index_header(index_file, self.dtype, lengths.size, documents.size)
+            for array in (lengths, pointers, documents):
+                index_file.write(array.tobytes(order="C"))
+
+    def close(self) -> None:
+        if not self.data_file.closed:
+            self.data_file.close()
+
+
+def _write_index_header(index_file, dtype, sequences: int, document_indices: int) -> None:
+    index_file.write(INDEX_HEADER)
+    index_file.write(struct.pack("<Q", INDEX_VERSION))
+    index_file.write(struct.pack("<B", DTYPE_CODES[numpy.dtype(dtype).type]))
+    index_file.write(struct.pack("<Q", sequences))
+    index_file.write(struct.pack("<Q", document_indices))
+
+
+@dataclass(frozen=True)
+class IndexArrays:
+    """A `.idx` file read with numpy (memory-mapped): megatron-core's `_IndexReader` fields."""
+
+    dtype: type[numpy.number]
+    sequence_lengths: numpy.ndarray
+    sequence_pointers: numpy.ndarray
+    document_indices: numpy.ndarray
+
+
+def read_index(prefix: str | os.PathLike) -> IndexArrays:
+    """`<prefix>.idx` as arrays; ValueError when it is not a version-1 Megatron index."""
+    path = f"{prefix}.idx"
+    with open(path, "rb") as stream:
+        head = stream.read(34)
+    if len(head) < 34 or head[:9] != INDEX_HEADER or struct.unpack("<Q", head[9:17])[0] != 1:
+        raise ValueError(f"{path}: not a Megatron .idx file (version 1)")
+    codes = {code: dtype for dtype, code in DTYPE_CODES.items()}
+    dtype = codes[head[17]]
+    sequences, document_indices = struct.unpack("<QQ", head[18:34])
+    if sequences + document_indices == 0:
+        empty = numpy.zeros(0, numpy.int64)
+        return IndexArrays(dtype, empty.astype(numpy.int32), empty, empty)
+    data = numpy.memmap(path, mode="r", dtype=numpy.uint8)
+    lengths = data[34 : 34 + 4 * sequences].view(numpy.int32)
+    offset = 34 + 4 * sequences
+    pointers = data[offset : offset + 8 * sequences].view(numpy.int64)
+    offset += 8 * sequences
+    documents = data[offset : offset + 8 * document_indices].view(numpy.int64)
+    return IndexArrays(dtype, lengths, pointers, documents)
+
+
+def append_texts(writer: IndexWriter, texts: Sequence[str], encoder, eod, splitter=None):
+    """Encode `texts` as documents and append them to `writer`.
+
+    The one encode-and-write step of every writer in this package (`hope-preprocess` shards and
+    `write_indexed_dataset`). A document is one sequence, or one per Punkt sentence with a
+    `splitter` (sentences that encode to nothing are dropped, as Megatron-LM does); `eod`, when
+    not None, ends each document's last sequence.
+
+    Returns:
+        (sequences, tokens) appended.
+    """
+    if splitter is None:
+        flat, sequence_lengths = encoder.encode_flat(texts)
+        sequences_per_document = numpy.ones(len(texts), dtype=numpy.int64)
+    else:
+        sentences = [splitter.split(text) for text in texts]
+        flat, sequence_lengths = encoder.encode_flat([s for doc in sentences for s in doc])
+        sequences_per_document = numpy.array([len(doc) for doc in sentences], numpy.int64)
+        nonempty = sequence_lengths > 0
+        if not nonempty.all():
+            owner = numpy.repeat(numpy.arange(len(texts)), sequences_per_document)
+            sequences_per_document = numpy.bincount(owner[nonempty], minlength=len(texts)).astype(
+                numpy.int64
+            )
+            sequence_lengths = sequence_lengths[nonempty]
+    if eod is not None:
+        # EOD after each document's last sequence (Megatron-LM appends it to the last
+        # sentence's ids); a document whose every sentence was empty becomes EOD alone.
+        empty = sequences_per_document == 0
+        if empty.any():
+            # Give such documents one empty sequence for the EOD to go into.
+            insert_at = numpy.cumsum(sequences_per_document)[empty]
+            sequence_lengths = numpy.insert(sequence_lengths, insert_at, 0)
+            sequences_per_document = numpy.where(empty, 1, sequences_per_document)
+        last_sequence = numpy.cumsum(sequences_per_document) - 1
+        ends = numpy.cumsum(sequence_lengths)
+        flat = numpy.insert(flat, ends[last_sequence], eod)
+        sequence_lengths = sequence_lengths.copy()
+        sequence_lengths[last_sequence] += 1
+    writer.add_documents(flat, sequence_lengths, sequences_per_document)
+    return int(sequence_lengths.size), int(flat.size)
+
+
 def write_indexed_dataset(
     jsonl_paths: str | os.PathLike | Iterable[str | os.PathLike],
     tokenizer: BatchTokenizer,
@@ -93,45 +241,28 @@ def write_indexed_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size ({batch_size}) must be at least 1")
+    from megatron_hope.data.backends import ReferenceEncoder
+
     output_prefix = Path(output_prefix)
     output_prefix.parent.mkdir(parents=True, exist_ok=True)
     # uint16 below 65,500 entries, int32 above: megatron-core's rule, which GPTDatasetConfig
     # mirrors in token_dtype_code.
-    dtype = DType.optimal_dtype(tokenizer.vocab_size)
-    bin_path, idx_path = (
-        Path(get_bin_path(str(output_prefix))),
-        Path(get_idx_path(str(output_prefix))),
-    )
-    suffix = f".tmp-{os.getpid()}"
-    bin_temporary = bin_path.with_name(bin_path.name + suffix)
-    idx_temporary = idx_path.with_name(idx_path.name + suffix)
-    from megatron_hope.data.backends import ReferenceEncoder
-    from megatron_hope.data.preprocess import append_texts
-
+    dtype = optimal_dtype(tokenizer.vocab_size)
     encoder = ReferenceEncoder(tokenizer)
     eod = tokenizer.eod if append_eod else None
     num_documents = num_tokens = 0
     bar = _progress_bar(progress, output_prefix.name)
-    builder = None
     try:
-        builder = IndexedDatasetBuilder(str(bin_temporary), dtype=dtype)
-        for batch in _batches(iter_jsonl_texts(jsonl_paths, json_key), batch_size):
-            # One sequence per document, as preprocess_data.py writes without sentence splits.
-            num_tokens += append_texts(builder, batch, encoder, eod)[1]
-            num_documents += len(batch)
-            if bar is not None:
-                bar.update(len(batch))
-        builder.finalize(str(idx_temporary))
-        idx_path.unlink(missing_ok=True)
-        os.replace(bin_temporary, bin_path)
-        os.replace(idx_temporary, idx_path)
+        with staged_pair(output_prefix, dtype) as writer:
+            for batch in _batches(iter_jsonl_texts(jsonl_paths, json_key), batch_size):
+                # One sequence per document, as preprocess_data.py writes without sentence splits.
+                num_tokens += append_texts(writer, batch, encoder, eod)[1]
+                num_documents += len(batch)
+                if bar is not None:
+                    bar.update(len(batch))
     finally:
         if bar is not None:
             bar.close()
-        if builder is not None and not builder.data_file.closed:  # failed before finalize
-            builder.data_file.close()
-        bin_temporary.unlink(missing_ok=True)
-        idx_temporary.unlink(missing_ok=True)
     logger.info(
         "wrote %s.{bin,idx}: %d documents, %d tokens (%s)",
         output_prefix,
@@ -140,6 +271,40 @@ def write_indexed_dataset(
         numpy.dtype(dtype).name,
     )
     return IndexedStats(output_prefix, num_documents, num_tokens, numpy.dtype(dtype).name)
+
+
+class staged_pair:
+    """`with staged_pair(prefix, dtype) as writer:` an `IndexWriter` on temporary names; on a
+    clean exit the old `.idx` is removed, the new `.bin` then `.idx` take their final names; on
+    an exception the temporaries are removed and the old pair stays as it was."""
+
+    def __init__(self, prefix: str | os.PathLike, dtype, write_index: bool = True) -> None:
+        self.bin_path, self.idx_path = Path(f"{prefix}.bin"), Path(f"{prefix}.idx")
+        suffix = f".tmp-{os.getpid()}"
+        self.bin_temporary = self.bin_path.with_name(self.bin_path.name + suffix)
+        self.idx_temporary = self.idx_path.with_name(self.idx_path.name + suffix)
+        self.dtype = dtype
+        self.write_index = write_index
+        """False: the caller writes `idx_temporary` itself."""
+        self.writer: IndexWriter | None = None
+
+    def __enter__(self) -> IndexWriter:
+        self.writer = IndexWriter(self.bin_temporary, self.dtype)
+        return self.writer
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if kind is None:
+                if self.write_index:
+                    self.writer.finalize(self.idx_temporary)
+                self.writer.close()
+                self.idx_path.unlink(missing_ok=True)
+                os.replace(self.bin_temporary, self.bin_path)
+                os.replace(self.idx_temporary, self.idx_path)
+        finally:
+            self.writer.close()
+            self.bin_temporary.unlink(missing_ok=True)
+            self.idx_temporary.unlink(missing_ok=True)
 
 
 def _progress_bar(enabled: bool, description: str):
@@ -161,29 +326,20 @@ def merge_indexed_datasets(
     prefixes then `finalize` (tests/data/test_indexed.py checks it), but memory stays at one
     input index: the builder keeps every sequence length and document index of the whole output in
     Python lists (about 100 bytes per sequence with the pointers `finalize` derives: tens of GB
-    for RedPajama's common_crawl), which is what runs Megatron-LM's merge out of memory. Inputs
-    are read with megatron-core's own `IndexedDataset`; the `.idx` written is its documented
-    layout: header, version, dtype code, counts, int32 lengths, int64 byte pointers, int64
-    document indices. Written under temporary names and renamed when complete.
+    for RedPajama's common_crawl), which is what runs Megatron-LM's merge out of memory. Written
+    under temporary names and renamed when complete.
     """
-    import shutil
-    import struct
-
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
     prefixes = [str(prefix) for prefix in prefixes]
     if not prefixes:
         raise ValueError("nothing to merge: no input prefixes")
     output_prefix = Path(output_prefix)
     output_prefix.parent.mkdir(parents=True, exist_ok=True)
 
-    def each_index():
+    def each_index() -> Iterator[tuple[str, IndexArrays]]:
         for prefix in prefixes:
-            dataset = IndexedDataset(prefix)
-            yield prefix, dataset.index
-            del dataset
+            yield prefix, read_index(prefix)
 
-    dtype = sequences = None
+    dtype = None
     sequences = documents = tokens = 0
     for prefix, index in each_index():
         if dtype is None:
@@ -196,39 +352,24 @@ def merge_indexed_datasets(
         sequences += len(index.sequence_lengths)
         documents += len(index.document_indices) - 1
         tokens += int(index.sequence_lengths.sum(dtype=numpy.int64))
-    bin_path = Path(get_bin_path(str(output_prefix)))
-    idx_path = Path(get_idx_path(str(output_prefix)))
-    suffix = f".tmp-{os.getpid()}"
-    bin_temporary = bin_path.with_name(bin_path.name + suffix)
-    idx_temporary = idx_path.with_name(idx_path.name + suffix)
-    try:
-        with open(bin_temporary, "wb") as data:
-            for prefix in prefixes:
-                with open(get_bin_path(prefix), "rb") as part:
-                    shutil.copyfileobj(part, data, 16 << 20)
-        with open(idx_temporary, "wb") as index_file:
-            index_file.write(b"MMIDIDX\x00\x00")
-            index_file.write(struct.pack("<Q", 1))
-            index_file.write(struct.pack("<B", DType.code_from_dtype(dtype)))
-            index_file.write(struct.pack("<Q", sequences))
-            index_file.write(struct.pack("<Q", documents + 1))
+    staged = staged_pair(output_prefix, dtype, write_index=False)
+    with staged as writer:
+        for prefix in prefixes:
+            with open(f"{prefix}.bin", "rb") as part:
+                shutil.copyfileobj(part, writer.data_file, 16 << 20)
+        with open(staged.idx_temporary, "wb") as index_file:
+            _write_index_header(index_file, dtype, sequences, documents + 1)
             for _, index in each_index():
                 index_file.write(index.sequence_lengths.astype(numpy.int32).tobytes(order="C"))
             byte_offset = 0
             for prefix, index in each_index():
                 pointers = index.sequence_pointers.astype(numpy.int64) + byte_offset
                 index_file.write(pointers.tobytes(order="C"))
-                byte_offset += os.path.getsize(get_bin_path(prefix))
+                byte_offset += os.path.getsize(f"{prefix}.bin")
             index_file.write(numpy.zeros(1, dtype=numpy.int64).tobytes())
             sequence_offset = 0
             for _, index in each_index():
                 ends = index.document_indices[1:].astype(numpy.int64) + sequence_offset
                 index_file.write(ends.tobytes(order="C"))
                 sequence_offset += len(index.sequence_lengths)
-        idx_path.unlink(missing_ok=True)
-        os.replace(bin_temporary, bin_path)
-        os.replace(idx_temporary, idx_path)
-    finally:
-        bin_temporary.unlink(missing_ok=True)
-        idx_temporary.unlink(missing_ok=True)
     return IndexedStats(output_prefix, documents, tokens, numpy.dtype(dtype).name)

@@ -219,46 +219,109 @@ def _decompression_errors() -> tuple[type[Exception], ...]:
     return tuple(errors)
 
 
-def iter_raw_lines(path: str | os.PathLike, progress=None) -> Iterator[bytes]:
-    """The lines of a plain, gzip or zstd file as bytes without their newline, streaming.
+def is_compressed(path: str | os.PathLike) -> bool:
+    """gzip or zstd by the file name: such a file is read from its start, never seeked into."""
+    return _decompressor(str(path)) is not None
+
+
+def iter_blocks(
+    path: str | os.PathLike, progress=None, start: int = 0, end: int | None = None
+) -> Iterator[bytes]:
+    """A file's (decompressed) bytes in blocks of about `CHUNK_BYTES`, streaming.
 
     Multi-member gzip and multi-frame zstd files are read to the end. Raises
-    `TruncatedStreamError` after yielding every complete line when the stream is cut short or
-    corrupt (the partial last line is not yielded: it is what the cut left, not a record).
+    `TruncatedStreamError` after the last block when the stream is cut short or corrupt.
 
     Args:
         progress: called with the number of file (compressed) bytes in each chunk read.
+        start, end: a byte range `[start, end)` of a plain (uncompressed) file.
     """
     path = str(path)
     make = _decompressor(path)
+    if make is not None and (start or end is not None):
+        raise ValueError(f"{path}: a compressed file has no byte ranges")
     errors = _decompression_errors()
-    pending = b""
     decompressor = make() if make else None
     fed = False  # whether the current decompressor has been given input
+    remaining = None if end is None else end - start
     with open(path, "rb", buffering=0) as raw:
-        while chunk := raw.read(CHUNK_BYTES):
+        raw.seek(start)
+        while chunk := raw.read(CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining)):
+            if remaining is not None:
+                remaining -= len(chunk)
             if progress is not None:
                 progress(len(chunk))
-            if decompressor is not None:
-                data = []
-                while chunk:
-                    try:
-                        data.append(decompressor.decompress(chunk))
-                    except errors as error:
-                        raise TruncatedStreamError(f"corrupt compressed data ({error})") from error
-                    fed = True
-                    chunk = b""
-                    if decompressor.eof:  # next gzip member / zstd frame, if any
-                        chunk = decompressor.unused_data
-                        decompressor, fed = make(), False
-                chunk = b"".join(data)
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            yield from lines
+            if decompressor is None:
+                yield chunk
+                continue
+            while chunk:
+                try:
+                    data = decompressor.decompress(chunk)
+                except errors as error:
+                    raise TruncatedStreamError(f"corrupt compressed data ({error})") from error
+                fed = True
+                chunk = b""
+                if decompressor.eof:  # next gzip member / zstd frame, if any
+                    chunk = decompressor.unused_data
+                    decompressor, fed = make(), False
+                yield data
     if decompressor is not None and fed and not decompressor.eof:
         raise TruncatedStreamError("compressed stream ended before its end marker")
+
+
+def iter_raw_lines(
+    path: str | os.PathLike, progress=None, start: int = 0, end: int | None = None
+) -> Iterator[bytes]:
+    """The lines of a plain, gzip or zstd file (or of a plain file's byte range `[start, end)`)
+    as bytes without their newline, streaming.
+
+    Raises `TruncatedStreamError` after yielding every complete line when the stream is cut short
+    or corrupt (the partial last line is not yielded: it is what the cut left, not a record).
+    """
+    pending = b""
+    for block in iter_blocks(path, progress, start, end):
+        lines = (pending + block).split(b"\n")
+        pending = lines.pop()
+        yield from lines
     if pending:
         yield pending
+
+
+def iter_line_chunks(path: str | os.PathLike, min_bytes: int, progress=None) -> Iterator[bytes]:
+    """A file's decompressed bytes in chunks of at least `min_bytes` that end at a line end (the
+    last one at the end of the file), so that chunk k is the same for any reader of the file.
+
+    Raises `TruncatedStreamError` as `iter_raw_lines` does, after the complete lines.
+    """
+    parts: list[bytes] = []
+    size = 0
+    try:
+        for block in iter_blocks(path, progress):
+            parts.append(block)
+            size += len(block)
+            if size >= min_bytes:
+                data = b"".join(parts)
+                # The first line end at or after min_bytes: the same cut for any block size.
+                while (cut := data.find(b"\n", min_bytes - 1) + 1) > 0:
+                    yield data[:cut]
+                    data = data[cut:]
+                parts, size = [data], len(data)
+    except TruncatedStreamError:
+        data = b"".join(parts)
+        if b"\n" in data:
+            yield data[: data.rfind(b"\n") + 1]
+        raise
+    data = b"".join(parts)
+    if data:
+        yield data
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """The lines of a chunk from `iter_line_chunks`, without their newlines."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
 
 
 @dataclass(frozen=True)
@@ -286,69 +349,93 @@ def iter_records(
         progress: passed to `iter_raw_lines`.
         on_first_record: called with the first parsed JSON object (for the meta subset).
     """
-    where = str(path)
-    keys = list(json_keys)
-    lookup = [V2_TEXT_KEY if is_v2_documents(path) and key == "text" else key for key in keys]
-    line_number = 0
+    lines = CountedLines(iter_raw_lines(path, progress))
     try:
-        for line_number, line in enumerate(iter_raw_lines(path, progress), start=1):
-            if not line.strip():
-                continue
+        yield from parse_records(lines, path, json_keys, 1, skip_empty, on_first_record)
+    except TruncatedStreamError as error:
+        yield BadRecord(str(path), lines.count + 1, "truncated_file", f"truncated file ({error})")
+
+
+class CountedLines:
+    """An iterator over lines that counts them (`count`: lines taken so far)."""
+
+    def __init__(self, lines) -> None:
+        self._lines = iter(lines)
+        self.count = 0
+
+    def __iter__(self) -> CountedLines:
+        return self
+
+    def __next__(self) -> bytes:
+        line = next(self._lines)
+        self.count += 1
+        return line
+
+
+def parse_records(
+    lines,
+    path: str | os.PathLike,
+    json_keys: Sequence[str] = ("text",),
+    first_line: int = 1,
+    skip_empty: bool = True,
+    on_first_record=None,
+) -> Iterator[Document | BadRecord]:
+    """`iter_records` over lines already read: `lines[0]` is line `first_line` of `path`."""
+    where = str(path)
+    lookup = [V2_TEXT_KEY if is_v2_documents(path) and key == "text" else key for key in json_keys]
+    for line_number, line in enumerate(lines, start=first_line):
+        if not line.strip():
+            continue
+        try:
+            record = _loads(line)
+        except _JSON_ERRORS as error:
             try:
-                record = _loads(line)
-            except _JSON_ERRORS as error:
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError as decode_error:
-                    yield BadRecord(
-                        where, line_number, "invalid_utf8", f"not valid UTF-8 ({decode_error})"
-                    )
-                    continue
-                yield BadRecord(where, line_number, "malformed_json", f"not valid JSON ({error})")
-                continue
-            if not isinstance(record, dict):
+                line.decode("utf-8")
+            except UnicodeDecodeError as decode_error:
                 yield BadRecord(
-                    where,
-                    line_number,
-                    "not_an_object",
-                    f"expected a JSON object, got {type(record).__name__}",
+                    where, line_number, "invalid_utf8", f"not valid UTF-8 ({decode_error})"
                 )
                 continue
-            if on_first_record is not None:
-                on_first_record(record)
-                on_first_record = None
-            texts = []
-            for field in lookup:
-                if field not in record:
-                    bad = BadRecord(
-                        where,
-                        line_number,
-                        "missing_key",
-                        f"no {field!r} key (keys: {', '.join(map(repr, record))}); "
-                        f"pick the text field with json_key / --json-keys",
-                    )
-                    break
-                text = record[field]
-                if not isinstance(text, str):
-                    bad = BadRecord(
-                        where,
-                        line_number,
-                        "not_a_string",
-                        f"{field!r} holds a {type(text).__name__}, expected a string",
-                    )
-                    break
-                if skip_empty and not text.strip():
-                    bad = BadRecord(where, line_number, "empty_document", f"{field!r} is empty")
-                    break
-                texts.append(text)
-            else:
-                bad = None
-            if bad is not None:
-                yield bad
-                continue
-            yield Document(line_number, tuple(texts))
-    except TruncatedStreamError as error:
-        yield BadRecord(where, line_number + 1, "truncated_file", f"truncated file ({error})")
+            yield BadRecord(where, line_number, "malformed_json", f"not valid JSON ({error})")
+            continue
+        if not isinstance(record, dict):
+            yield BadRecord(
+                where,
+                line_number,
+                "not_an_object",
+                f"expected a JSON object, got {type(record).__name__}",
+            )
+            continue
+        if on_first_record is not None:
+            on_first_record(record)
+            on_first_record = None
+        item = _document(record, lookup, where, line_number, skip_empty)
+        yield item
+
+
+def _document(record: dict, lookup, where: str, line_number: int, skip_empty: bool):
+    texts = []
+    for field in lookup:
+        if field not in record:
+            return BadRecord(
+                where,
+                line_number,
+                "missing_key",
+                f"no {field!r} key (keys: {', '.join(map(repr, record))}); "
+                f"pick the text field with json_key / --json-keys",
+            )
+        text = record[field]
+        if not isinstance(text, str):
+            return BadRecord(
+                where,
+                line_number,
+                "not_a_string",
+                f"{field!r} holds a {type(text).__name__}, expected a string",
+            )
+        if skip_empty and not text.strip():
+            return BadRecord(where, line_number, "empty_document", f"{field!r} is empty")
+        texts.append(text)
+    return Document(line_number, tuple(texts))
 
 
 def first_record(path: str | os.PathLike) -> dict | None:

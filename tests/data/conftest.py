@@ -65,3 +65,53 @@ def redpajama_tree(tmp_path, corpus_records) -> Path:
     write_jsonl(root / "common_crawl" / "2023-06" / "en_head_0001.jsonl.zst", records[35:45])
     write_jsonl(root / "c4" / "c4-train.00000-of-01024.jsonl", records[45:60])
     return root
+
+
+KILLED_RUN = """
+import os, signal, sys
+from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess, schedule
+
+def kill(completed):
+    if completed == int(sys.argv[4]):  # SIGKILL: no cleanup at all, as under an OOM killer
+        os.kill(os.getpid(), signal.SIGKILL)
+
+schedule.after_shard_hook = kill
+run_preprocess(PreprocessConfig(input=sys.argv[1], output_prefix=sys.argv[2],
+               tokenizer_model=sys.argv[3], append_eod=True, workers=2, progress=False,
+               range_bytes=int(sys.argv[5])))
+"""
+
+
+def run_killed(inputs, prefix, tokenizer_file, kill_after: int, range_bytes: int) -> None:
+    """`run_preprocess` with 2 workers in a real subprocess, SIGKILLed after `kill_after` shards.
+
+    stderr goes to a file, not a pipe: a pipe would stay open in any worker that outlived the
+    kill and keep `subprocess.run` waiting.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    log = Path(f"{prefix}.killed.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as stderr:
+        killed = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                KILLED_RUN,
+                str(inputs),
+                str(prefix),
+                str(tokenizer_file),
+                str(kill_after),
+                str(range_bytes),
+            ],
+            env={**os.environ, "PYTHONPATH": str(repo)},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            timeout=300,
+        )
+    assert killed.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+    log.unlink()

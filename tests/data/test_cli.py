@@ -74,7 +74,8 @@ def test_train_tokenizer_then_preprocess_a_redpajama_tree(redpajama_tree, tmp_pa
 
     # A rerun finds everything up to date.
     assert main(argv) == 0
-    assert "0 encoded, 5 reused" in capsys.readouterr().out
+    # 2 plain files in 2 ranges each (--partitions 2), 3 compressed files in one chunk each.
+    assert "0 encoded, 7 reused" in capsys.readouterr().out
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path, capsys, tokenizer_file):

@@ -116,3 +116,32 @@ def test_streaming_merge_equals_megatron_core_add_index(tmp_path):
     dataset = IndexedDataset(str(tmp_path / "merged"))
     assert dataset[3].tolist() == [ord(c) for c in "only one"] + [tokenizer.eod]
     assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_index_writer_equals_megatron_core_builder(tmp_path):
+    """`IndexWriter` (numpy only, no torch) writes the bytes of `IndexedDatasetBuilder`:
+    several sequences per document, an empty sequence, both dtypes."""
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    from megatron_hope.data.indexed import IndexWriter, optimal_dtype, read_index
+
+    documents = [[[1, 2, 3]], [[4], [], [5, 6]], [[7] * 40, [8]], [[9]]]
+    for vocab_size in (1000, 70_000):
+        dtype = optimal_dtype(vocab_size)
+        builder = IndexedDatasetBuilder(str(tmp_path / "builder.bin"), dtype=dtype)
+        writer = IndexWriter(tmp_path / "ours.bin", dtype)
+        for batch in (documents[:2], documents[2:]):
+            for document in batch:
+                builder.add_document(
+                    numpy.array([t for s in document for t in s]), [len(s) for s in document]
+                )
+            flat = numpy.array([t for d in batch for s in d for t in s], dtype=numpy.int64)
+            lengths = numpy.array([len(s) for d in batch for s in d])
+            writer.add_documents(flat, lengths, numpy.array([len(d) for d in batch]))
+        builder.finalize(str(tmp_path / "builder.idx"))
+        writer.finalize(tmp_path / "ours.idx")
+        for extension in (".bin", ".idx"):
+            ours = (tmp_path / f"ours{extension}").read_bytes()
+            assert ours == (tmp_path / f"builder{extension}").read_bytes(), (vocab_size, extension)
+        index = read_index(tmp_path / "ours")
+        assert index.dtype == dtype and index.document_indices.tolist() == [0, 1, 4, 6, 7]

@@ -14,11 +14,11 @@ import numpy
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-from megatron_hope.data import preprocess
-from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess
+from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess, schedule
+from megatron_hope.data.preprocess.config import RANGE_BYTES
 from megatron_hope.data.readers import BadRecordError
 from megatron_hope.data.tokenizer import HopeTokenizer
-from tests.data.conftest import write_jsonl
+from tests.data.conftest import run_killed, write_jsonl
 
 SUBSET_FILES = {
     "arxiv": ["arxiv/arxiv_0.jsonl", "arxiv/arxiv_1.jsonl.gz"],
@@ -116,7 +116,7 @@ def test_a_crash_midway_resumes_to_the_same_bytes(
         if completed == 2:
             raise KeyboardInterrupt("simulated preemption")
 
-    monkeypatch.setattr(preprocess, "after_shard_hook", crash)
+    monkeypatch.setattr(schedule, "after_shard_hook", crash)
     with pytest.raises(KeyboardInterrupt):
         run(redpajama_tree, tmp_path / "resumed" / "rp", tokenizer_file, workers=workers)
     assert not list((tmp_path / "resumed").glob("rp_*_document.*"))  # nothing final yet
@@ -127,7 +127,7 @@ def test_a_crash_midway_resumes_to_the_same_bytes(
     half_written.write_bytes(half_written.read_bytes()[:10])
     done[0].unlink()
 
-    monkeypatch.setattr(preprocess, "after_shard_hook", None)
+    monkeypatch.setattr(schedule, "after_shard_hook", None)
     summary = run(redpajama_tree, tmp_path / "resumed" / "rp", tokenizer_file, workers=workers)
     assert summary.shards_reused == len(done) - 1
     assert summary.shards_encoded == 5 - len(done) + 1
@@ -291,43 +291,9 @@ def test_gpt_dataset_builds_samples_from_the_output(redpajama_tree, tokenizer_fi
         assert (item["loss_mask"][item["tokens"] == tokenizer.eod] == 0).all()
 
 
-KILLED_RUN = """
-import os, signal, sys
-from megatron_hope.data import preprocess
-from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess
-
-def kill(completed):
-    if completed == 2:  # SIGKILL: no finally blocks, no cleanup, as under an OOM killer
-        os.kill(os.getpid(), signal.SIGKILL)
-
-preprocess.after_shard_hook = kill
-run_preprocess(PreprocessConfig(input=sys.argv[1], output_prefix=sys.argv[2],
-               tokenizer_model=sys.argv[3], append_eod=True, workers=2, progress=False))
-"""
-
-
 def test_a_sigkilled_run_resumes_to_the_same_bytes(redpajama_tree, tokenizer_file, tmp_path):
-    import signal
-    import subprocess
-    import sys
-
     run(redpajama_tree, tmp_path / "whole" / "rp", tokenizer_file)
-    repo = Path(__file__).resolve().parents[2]
-    killed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            KILLED_RUN,
-            str(redpajama_tree),
-            str(tmp_path / "killed" / "rp"),
-            str(tokenizer_file),
-        ],
-        env={**__import__("os").environ, "PYTHONPATH": str(repo)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run_killed(redpajama_tree, tmp_path / "killed" / "rp", tokenizer_file, 2, RANGE_BYTES)
     assert not list((tmp_path / "killed").glob("rp_*_document.*"))
     summary = run(redpajama_tree, tmp_path / "killed" / "rp", tokenizer_file, workers=2)
     assert summary.shards_reused >= 2
