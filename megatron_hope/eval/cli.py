@@ -30,7 +30,8 @@ warnings.filterwarnings("ignore", message=r".*(Apex is|Apex are|Engine and Apex 
 from megatron_hope.data.tokenizer_args import TokenizerArgs, add_tokenizer_arguments  # noqa: E402
 from megatron_hope.eval.common import parse_float_list, parse_int_list  # noqa: E402
 
-SUBCOMMANDS = ("ppl-vs-length", "copy", "fewshot", "needle", "passkey", "attention", "report")
+SUBCOMMANDS = ("ppl-vs-length", "copy", "fewshot", "needle", "passkey", "attention",
+               "vaf-over-training", "report")
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     attention = sub.add_parser("attention",
                                help="random-token logits, eq. 4 components, eq. 5 VAF")
     _model_flags(attention)
+    training = sub.add_parser("vaf-over-training",
+                              help="band VAF (eq. 5) at each saved iteration (Figure 3b)")
+    _model_flags(training)
+    training.add_argument("--iterations", default="all",
+                          help="'all' saved iterations or a comma-separated list")
     report = sub.add_parser("report", help="markdown tables like the paper's from run dirs")
     report.add_argument("runs", nargs="+", help="output directories of earlier subcommands")
     report.add_argument("--output-dir", required=True)
@@ -139,6 +145,8 @@ def _run(args: argparse.Namespace) -> list:
         raise ValueError(f"--data {args.data}: no such file or dataset prefix")
     counts = parse_int_list(getattr(args, "counts", None), "--counts")
     depths = parse_float_list(getattr(args, "depths", None), "--depths")
+    if args.command == "vaf-over-training":
+        return _vaf_over_training(args, scaling, lengths)
     scorer = load_scorer(load=args.load, hf_model=args.hf_model, scaling=scaling,
                          tokenizer=tokenizer_override(args), label=args.label,
                          max_extrapolation=args.max_extrapolation,
@@ -179,6 +187,33 @@ def _run(args: argparse.Namespace) -> list:
 
     result = run_attention(scorer, lengths, batch_size=args.batch_size, **common)
     return report.write_attention(out, scorer.describe(), result)
+
+
+def _vaf_over_training(args: argparse.Namespace, scaling, lengths) -> list:
+    from pathlib import Path
+
+    from megatron_hope.eval import report
+    from megatron_hope.eval.scorers import load_scorer
+    from megatron_hope.eval.vaf_training import parse_iterations, run_vaf_over_training
+
+    if args.load is None:
+        raise ValueError("vaf-over-training reads the saved iterations of --load CHECKPOINT_DIR "
+                         "(an HF model has one state only)")
+    iterations = parse_iterations(args.iterations, args.load)
+    scorers = {}
+
+    def load_at(iteration: int):
+        scorers[iteration] = load_scorer(
+            load=args.load, scaling=scaling, tokenizer=tokenizer_override(args),
+            label=args.label, max_extrapolation=args.max_extrapolation, iteration=iteration)
+        return scorers[iteration]
+
+    extra = {"samples": args.samples} if args.samples is not None else {}
+    result = run_vaf_over_training(load_at, iterations, lengths[0] if lengths else None,
+                                   seed=args.seed, batch_size=args.batch_size,
+                                   progress=not args.no_progress, **extra)
+    model = scorers[iterations[-1]].describe()
+    return report.write_vaf_training(Path(args.output_dir), model, result)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,3 +111,17 @@ def plot_vaf(vaf_by_length: dict[int, list[float]], bands: list[str], path: Path
     ax.set_ylabel("VAF (%)")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_vaf_over_training(result: dict, path: Path, title: str) -> Path:
+    """Figure 3b's dynamics: each band's VAF (eq. 5) against the training step."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for band, values in result["band_vaf"].items():
+        if any(v is not None for v in values):
+            ax.plot(result["iterations"], [float("nan") if v is None else v for v in values],
+                    marker="o", color=BAND_COLOURS.get(band, "0.6"), label=band)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"VAF (%) at length {result['length']}")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

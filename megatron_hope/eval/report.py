@@ -26,9 +26,11 @@ from megatron_hope.eval.report_tables import (
     grid_section,
     row_label,
     score_table,
+    vaf_training_section,
 )
 
-TASKS = ("ppl_vs_length", "copy", "fewshot", "needle", "passkey", "attention")
+TASKS = ("ppl_vs_length", "copy", "fewshot", "needle", "passkey", "attention",
+         "vaf_over_training")
 ABLATION_ORDER = ("rope", "ab1", "ab2", "ab3", "hope")
 
 
@@ -133,8 +135,21 @@ def write_attention(out: Path, model: dict, result: dict) -> list[Path]:
     return files
 
 
+def write_vaf_training(out: Path, model: dict, result: dict) -> list[Path]:
+    label = model["label"]
+    return [
+        write_json(out / "vaf_over_training.json", _payload("vaf_over_training", model, result)),
+        write_csv(out / "vaf_over_training.csv", ["model", "iteration", "band", "vaf"],
+                  [(label, step, band, values[i]) for band, values in result["band_vaf"].items()
+                   for i, step in enumerate(result["iterations"])]),
+        plots.plot_vaf_over_training(result, out / "vaf_over_training.png",
+                                     f"VAF over training, {label}"),
+    ]
+
+
 WRITERS = {"ppl_vs_length": write_ppl, "copy": write_copy, "fewshot": write_fewshot,
-           "needle": write_needle, "passkey": write_passkey, "attention": write_attention}
+           "needle": write_needle, "passkey": write_passkey, "attention": write_attention,
+           "vaf_over_training": write_vaf_training}
 
 
 # ------------------------------------------------------------------------------- the report
@@ -222,6 +237,8 @@ def build_report(run_dirs: list[str | Path], output_dir: str | Path) -> Path:
                               "retrieved %, mean over depths)")
     if found["attention"]:
         parts += attention_section(found["attention"], out)
+    if found["vaf_over_training"]:
+        parts += vaf_training_section(found["vaf_over_training"], out)
     path = out / "report.md"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

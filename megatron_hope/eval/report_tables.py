@@ -163,3 +163,16 @@ def attention_section(runs: list[dict], out: Path) -> list[str]:
         parts.append(f"![vaf {row_label(run['model'])}]"
                      f"({relative(base / 'attention_vaf.png', out)})")
     return [*parts, ""]
+
+
+def vaf_training_section(runs: list[dict], out: Path) -> list[str]:
+    """Figure 3b's dynamics: band VAF at each saved iteration."""
+    rows = [[row_label(run["model"]), step] + [
+        "-" if run["result"]["band_vaf"][band][i] is None
+        else run["result"]["band_vaf"][band][i] for band in VAF_BANDS]
+        for run in runs for i, step in enumerate(run["result"]["iterations"])]
+    parts = ["## VAF over training (Figure 3b, at the training length)", "",
+             markdown_table(["Method", "iteration"] + [f"VAF {b}" for b in VAF_BANDS], rows), ""]
+    parts += [f"![vaf over training {row_label(run['model'])}]"
+              f"({relative(Path(run['path']).with_suffix('.png'), out)})" for run in runs]
+    return [*parts, ""]

@@ -25,6 +25,7 @@ def _every_subcommand(rank, trained, out):
         ("plain", ["needle", "--lengths", "200", "--depths", "0.5", "--samples", "1"]),
         ("plain", ["passkey", "--lengths", "64,128", "--depths", "0,1"]),
         ("plain", ["attention", "--lengths", "32,96"]),
+        ("plain", ["vaf-over-training", "--iterations", "all", "--lengths", "32"]),
         ("yarn", ["copy", "--lengths", "40,100", "--rope-scaling", "yarn:2"]),
     ]
     codes = []
@@ -61,9 +62,10 @@ def _scaling_parity(rank, load):
 
 def test_every_subcommand_writes_results_and_refuses_overlong_inputs(trained, tmp_path):
     [(codes, parity)] = run_on_ranks(1, _every_subcommand, trained, str(tmp_path))
-    assert codes == [0] * 7 + [2]
+    assert codes == [0] * 8 + [2]
     plain = tmp_path / "plain"
-    for name in ("ppl_vs_length", "copy", "fewshot", "needle", "passkey", "attention"):
+    for name in ("ppl_vs_length", "copy", "fewshot", "needle", "passkey", "attention",
+                 "vaf_over_training"):
         payload = json.loads((plain / f"{name}.json").read_text())
         assert payload["model"]["position_encoding"] == "hope"
         assert payload["model"]["train_length"] == TRAIN_LENGTH
@@ -89,6 +91,7 @@ def test_every_subcommand_writes_results_and_refuses_overlong_inputs(trained, tm
                      "--output-dir", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| hope |" in text and "| hope+YaRN F=2 |" in text and "## Table 3" in text
+    assert "## VAF over training" in text and "| hope | 2 |" in text
     assert "## Table 2" not in text and "synthetic task (not a paper table)" in text
     assert "Avg." not in text.split("(Figure 5)")[1].split("\n## ")[0]  # the paper has none
     # On-the-fly PI equals megatron-core's own seq_len_interpolation_factor; capturing q/k

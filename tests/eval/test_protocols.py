@@ -166,6 +166,29 @@ def test_attention_keeps_layer_0_and_reports_standard_errors():
     assert set(r["band_vaf"]) == set(attention.BANDS)
 
 
+def test_vaf_over_training_sweeps_saved_iterations(tmp_path):
+    from megatron_hope.eval import vaf_training
+
+    for step in (10, 30, 20):
+        (tmp_path / f"iter_{step:07d}").mkdir()
+    (tmp_path / "iter_0000040.incomplete").mkdir()  # an interrupted save is not a checkpoint
+    assert vaf_training.parse_iterations("all", tmp_path) == [10, 20, 30]
+    assert vaf_training.parse_iterations("30,10", tmp_path) == [10, 30]
+    with pytest.raises(ValueError, match=r"\[40\] not saved .* saved: \[10, 20, 30\]"):
+        vaf_training.parse_iterations("10,40", tmp_path)
+
+    def load_at(iteration):
+        return make(FixedAttention, train_length=8 + iteration // 10,
+                    inv_freq=position_encoding_inv_freq("rope", 8, 1e4))
+
+    result = vaf_training.run_vaf_over_training(load_at, [10, 20], samples=3, progress=False)
+    for index, step in enumerate((10, 20)):
+        # At the training length of that checkpoint, as `attention` computes it.
+        alone = attention.run_attention(load_at(step), [8 + step // 10], 3, progress=False)
+        expected = alone["results"][0]["band_vaf"]
+        assert {b: v[index] for b, v in result["band_vaf"].items()} == expected
+
+
 # -------------------------------------------------------------------- perplexity (Figure 5)
 def test_ppl_document_windows_start_with_the_start_token(tmp_path):
     data = tmp_path / "docs.jsonl"
