@@ -19,22 +19,32 @@ Eq. 5, variance accounted for, of a component curve ŷ of the whole curve y (ove
 
     VAF(ŷ, y) = [1 - Σ (y - ŷ)² / Σ y²] x 100
 
-(literal: y is not centred, as in the paper's formula). Pairs are marked with the bands of
-`classify_pairs` for the model's head dim, base and training length: "activated" (π/L < θ < 2π/L)
-and "low" (θ ≤ π/L), the ones `hope-rope` reports and HoPE makes position independent.
+(literal: y is not centred, as in the paper's formula, so a band's VAF is not a share of the
+variance: the bands' VAFs need not add up to 100 and one can be negative). Each pair is put in a
+band by the frequency it was TRAINED with and the L of eq. 6 (`hope_train_length`): "high"
+(θ ≥ 2π/L), "activated" (π/L < θ < 2π/L), "low" (0 < θ ≤ π/L) and "independent" (θ = 0, the
+pairs HoPE, p-RoPE and AB1-AB3 stop rotating), so ab3's replaced pairs land where they now turn.
+
+Defaults follow the paper: 5,000 samples per length (section 3.1). With fewer, the result carries
+standard errors: of the mean logit at each key position (over samples) and of each band's VAF
+(batch means over `SE_GROUPS` interleaved groups of samples, divided by sqrt(groups)). Layer 0's
+own components are kept (`layer_components`) for Figure 3c's first-layer view.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
 from megatron_hope.eval.common import generator
-from megatron_hope.rope.frequencies import PairBand, classify_pairs
 
-DEFAULT_SAMPLES = 64
+DEFAULT_SAMPLES = 5000
+SE_GROUPS = 10
+"""Interleaved sample groups whose spread gives the standard error of each band's VAF."""
+BANDS = ("high", "activated", "low", "independent")
 LENGTH_FRACTIONS = (1.0, 2.0)
 """Default lengths / L: the paper's 512 and 1024 for L = 512."""
 
@@ -78,27 +88,71 @@ def random_token_inputs(samples: int, length: int, token_pool: torch.Tensor,
     return tokens
 
 
-def last_query_profile(layers) -> tuple[torch.Tensor, torch.Tensor]:
-    """From one batch's captured layers: (components summed over batch, layers, heads
-    `[d/2, s]`, per-layer logits summed over batch and heads `[layers, s]`)."""
-    components = None
+@dataclass
+class Profile:
+    """One batch's last-query logits, split by pair (eq. 4), summed over the batch as noted."""
+
+    components: torch.Tensor
+    """`[d/2, s]` summed over samples, layers and heads."""
+    per_layer: torch.Tensor
+    """`[layers, s]` logits summed over samples and heads."""
+    layer0: torch.Tensor
+    """`[d/2, s]` layer 0's components summed over samples and heads."""
+    per_sample: torch.Tensor
+    """`[b, d/2, s]` components summed over layers and heads, per sample."""
+
+
+def last_query_profile(layers) -> Profile:
+    """The last query position's eq. 4 components from one batch's captured layers."""
+    per_sample = None
     per_layer = []
+    layer0 = None
     for qk in layers:
-        parts = pair_components(qk.query[:, :, -1], qk.key, qk.scale)  # [b, h, d/2, s]
-        summed = parts.sum(dim=(0, 1))
-        components = summed if components is None else components + summed
-        per_layer.append(parts.sum(dim=(0, 1, 2)))
-    return components, torch.stack(per_layer)
+        parts = pair_components(qk.query[:, :, -1], qk.key, qk.scale).sum(dim=1)  # [b, d/2, s]
+        per_sample = parts if per_sample is None else per_sample + parts
+        per_layer.append(parts.sum(dim=(0, 1)))
+        layer0 = parts.sum(dim=0) if layer0 is None else layer0
+    return Profile(per_sample.sum(dim=0), torch.stack(per_layer), layer0, per_sample)
+
+
+def bands_from_frequencies(theta: list[float], band_length: int) -> list[str]:
+    """Band of each pair from the frequency it turns at and the L of eq. 6 (module docstring)."""
+    if band_length <= 0:
+        raise ValueError(f"hope_train_length ({band_length}) must be a positive token count")
+    full_turn, half_turn = 2.0 * math.pi / band_length, math.pi / band_length
+    return ["independent" if value == 0.0 else "high" if value >= full_turn
+            else "activated" if value > half_turn else "low" for value in theta]
 
 
 def pair_bands(scorer) -> list[str]:
-    """Band of each pair for the scorer's head dim, base and training length ("?" unknown)."""
-    head_dim = scorer.info.get("kv_channels")
-    base = scorer.info.get("rotary_base")
-    if not head_dim or not base:
-        return ["?"] * (len(scorer.inv_freq) if scorer.inv_freq is not None else 0)
-    return [band.value for band in classify_pairs(int(head_dim), float(base),
-                                                  scorer.train_length)]
+    """Band of each pair of the scorer's trained frequencies and hope_train_length."""
+    theta = getattr(scorer, "trained_inv_freq", None)
+    if theta is None:
+        theta = scorer.inv_freq
+    if theta is None:
+        return []
+    length = scorer.info.get("hope_train_length") or scorer.train_length
+    return bands_from_frequencies([float(v) for v in theta.double()], int(length))
+
+
+def band_vaf(components: torch.Tensor, bands: list[str]) -> dict[str, float | None]:
+    """Eq. 5 of each band's summed components `[d/2, s]` against their total."""
+    logits = components.sum(dim=0)
+    out: dict[str, float | None] = {}
+    for band in BANDS:
+        chosen = [i for i, b in enumerate(bands) if b == band]
+        out[band] = vaf(components[chosen].sum(0), logits) if chosen else None
+    return out
+
+
+def standard_error(values: list[float]) -> float | None:
+    """Standard error of the mean of `values` (None with fewer than two)."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if len(values) < 2:
+        return None
+    centre = sum(values) / len(values)
+    spread = sum((v - centre) ** 2 for v in values) / (len(values) - 1)
+    return math.sqrt(spread / len(values))
 
 
 def run_attention(scorer, lengths: list[int] | None = None, samples: int = DEFAULT_SAMPLES,
@@ -113,10 +167,12 @@ def run_attention(scorer, lengths: list[int] | None = None, samples: int = DEFAU
     pool = torch.tensor([i for i in range(scorer.vocab_size) if i not in special])
     bands = pair_bands(scorer)
     theta = scorer.inv_freq.tolist() if scorer.inv_freq is not None else []
+    groups = max(1, min(SE_GROUPS, samples))
     results = []
     for length in lengths:
         tokens = random_token_inputs(samples, length, pool, start_id, seed)
-        components = per_layer = None
+        components = per_layer = layer0 = grouped = None
+        sample_logits = []
         heads = 0
         for start in tqdm(range(0, samples, batch_size), desc=f"attention {length}",
                           disable=not progress):
@@ -124,27 +180,44 @@ def run_attention(scorer, lengths: list[int] | None = None, samples: int = DEFAU
             if not layers:
                 raise ValueError("attention: no attention inputs were captured; is this a "
                                  "supported model (megatron local spec, HF sdpa/eager)?")
-            parts, layer_logits = last_query_profile(layers)
-            components = parts if components is None else components + parts
-            per_layer = layer_logits if per_layer is None else per_layer + layer_logits
+            profile = last_query_profile(layers)
+            if components is None:
+                components, per_layer, layer0 = (profile.components, profile.per_layer,
+                                                 profile.layer0)
+                grouped = torch.zeros(groups, *profile.components.shape, dtype=torch.float64)
+            else:
+                components = components + profile.components
+                per_layer = per_layer + profile.per_layer
+                layer0 = layer0 + profile.layer0
+            index = torch.arange(start, start + profile.per_sample.shape[0]) % groups
+            grouped.index_add_(0, index, profile.per_sample.double())
+            sample_logits.append(profile.per_sample.sum(dim=1))
             heads = layers[0].query.shape[1]
         count = samples * heads
-        components = components / (count * per_layer.shape[0])
+        depth = per_layer.shape[0]
+        components = components / (count * depth)
         per_layer = per_layer / count
+        layer0 = layer0 / count
         logits = components.sum(dim=0)
-        group_vaf = {}
-        for band in (PairBand.ACTIVATED.value, PairBand.LOW.value, PairBand.HIGH.value):
-            chosen = [i for i, b in enumerate(bands) if b == band]
-            group_vaf[band] = vaf(components[chosen].sum(0), logits) if chosen else None
+        # Standard error of the mean logit at each key position, over samples.
+        per_sample = torch.cat(sample_logits).double() / (heads * depth)
+        logit_se = (per_sample.std(dim=0) / math.sqrt(samples)).tolist() if samples > 1 else None
+        group_vafs = [band_vaf(group, bands) for group in grouped]
         results.append({
             "length": length,
             "logits": logits.tolist(),
+            "logits_standard_error": logit_se,
             "per_layer_logits": per_layer.tolist(),
             "components": components.tolist(),
+            "layer_components": {"0": layer0.tolist()},
             "vaf": [vaf(component, logits) for component in components],
-            "band_vaf": group_vaf,
+            "band_vaf": band_vaf(components, bands),
+            "band_vaf_standard_error": {
+                band: standard_error([g[band] for g in group_vafs]) for band in BANDS},
         })
     return {"lengths": lengths, "bands": bands, "theta": theta, "samples": samples,
             "seed": seed, "query_position": "last", "train_length": scorer.train_length,
+            "band_length": scorer.info.get("hope_train_length") or scorer.train_length,
+            "standard_error_groups": groups,
             "head_dim": 2 * len(bands) if bands else None, "results": results,
             "nan_free": all(not math.isnan(v) for r in results for v in r["vaf"])}

@@ -8,6 +8,7 @@
     hope-eval fewshot   --hf-model exports/hope-hf --task-file glue/SST-2/dev.tsv \
         --task-file glue/RTE/dev.tsv --output-dir eval/hope-hf
     hope-eval needle    --load runs/hope/checkpoints --lengths 256,512,1024 --output-dir eval/hope
+    hope-eval passkey   --load runs/hope/checkpoints --lengths 256,512,1024 --output-dir eval/hope
     hope-eval attention --load runs/hope/checkpoints --lengths 512,1024 --output-dir eval/hope
     hope-eval report eval/rope eval/hope eval/hope-yarn --output-dir eval/report
 
@@ -29,7 +30,8 @@ warnings.filterwarnings("ignore", message=r".*(Apex is|Apex are|Engine and Apex 
 from megatron_hope.data.tokenizer_args import TokenizerArgs, add_tokenizer_arguments  # noqa: E402
 from megatron_hope.eval.common import parse_float_list, parse_int_list  # noqa: E402
 
-SUBCOMMANDS = ("ppl-vs-length", "copy", "fewshot", "needle", "attention", "report")
+SUBCOMMANDS = ("ppl-vs-length", "copy", "fewshot", "needle", "passkey", "attention",
+               "vaf-over-training", "report")
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
@@ -76,10 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(ppl)
     ppl.add_argument("--data", required=True, help=".bin/.idx prefix or JSONL with 'text'")
     ppl.add_argument("--last-tokens", type=int, default=256)
+    ppl.add_argument("--windows", choices=("stream", "document"), default="stream",
+                     help="stream: windows of the concatenated documents (same scored tokens at "
+                          "every length); document: each window one document's start, after the "
+                          "start token")
     copy = sub.add_parser("copy", help="in-context copying (Table 1 / Table 3)")
     _model_flags(copy)
     copy.add_argument("--counts", default=None,
-                      help="sequence numbers (default: derived from --lengths or 0.5-2 L)")
+                      help="sequence numbers (default: the paper's 30,40,...,80 x L/512, or the "
+                           "ones that fit --lengths)")
+    copy.add_argument("--separator", action="store_true",
+                      help="a newline after each sequence (not the paper's form, which has none)")
     few = sub.add_parser("fewshot", help="few-shot following ability (Table 2 / Table 7)")
     _model_flags(few)
     few.add_argument("--task-file", action="append", default=[],
@@ -87,12 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     few.add_argument("--synthetic", action="store_true",
                      help="also run the built-in synthetic task when --task-file is given")
     few.add_argument("--shots", type=int, default=5)
-    needle = sub.add_parser("needle", help="passkey retrieval over lengths x depths (Figure 1)")
+    needle = sub.add_parser("needle", help="gkamradt's needle in a natural-text haystack, "
+                            "lengths x depths (Figure 1)")
     _model_flags(needle)
-    needle.add_argument("--depths", default=None, help="fractions, default 0,0.25,0.5,0.75,1")
+    needle.add_argument("--depths", default=None, help="fractions, default 0,0.1,...,1")
+    passkey = sub.add_parser("passkey", help="passkey retrieval in repeated filler, lengths x "
+                             "depths (easier than the needle; not a paper figure)")
+    _model_flags(passkey)
+    passkey.add_argument("--depths", default=None, help="fractions, default 0,0.25,0.5,0.75,1")
     attention = sub.add_parser("attention",
                                help="random-token logits, eq. 4 components, eq. 5 VAF")
     _model_flags(attention)
+    training = sub.add_parser("vaf-over-training",
+                              help="band VAF (eq. 5) at each saved iteration (Figure 3b)")
+    _model_flags(training)
+    training.add_argument("--iterations", default="all",
+                          help="'all' saved iterations or a comma-separated list")
     report = sub.add_parser("report", help="markdown tables like the paper's from run dirs")
     report.add_argument("runs", nargs="+", help="output directories of earlier subcommands")
     report.add_argument("--output-dir", required=True)
@@ -126,6 +145,8 @@ def _run(args: argparse.Namespace) -> list:
         raise ValueError(f"--data {args.data}: no such file or dataset prefix")
     counts = parse_int_list(getattr(args, "counts", None), "--counts")
     depths = parse_float_list(getattr(args, "depths", None), "--depths")
+    if args.command == "vaf-over-training":
+        return _vaf_over_training(args, scaling, lengths)
     scorer = load_scorer(load=args.load, hf_model=args.hf_model, scaling=scaling,
                          tokenizer=tokenizer_override(args), label=args.label,
                          max_extrapolation=args.max_extrapolation,
@@ -139,13 +160,13 @@ def _run(args: argparse.Namespace) -> list:
         from megatron_hope.eval.ppl_vs_length import run_ppl_vs_length
 
         result = run_ppl_vs_length(scorer, args.data, lengths, last_tokens=args.last_tokens,
-                                   batch_size=args.batch_size, **common)
+                                   batch_size=args.batch_size, windows=args.windows, **common)
         return report.write_ppl(out, scorer.describe(), result)
     if args.command == "copy":
         from megatron_hope.eval.copy_task import run_copy
 
         result = run_copy(scorer, counts=counts, lengths=lengths, batch_size=args.batch_size,
-                          **common)
+                          separator=args.separator, **common)
         return report.write_copy(out, scorer.describe(), result)
     if args.command == "fewshot":
         from megatron_hope.eval.fewshot import run_fewshot
@@ -157,10 +178,42 @@ def _run(args: argparse.Namespace) -> list:
 
         result = run_needle(scorer, lengths, depths, batch_size=args.batch_size, **common)
         return report.write_needle(out, scorer.describe(), result)
+    if args.command == "passkey":
+        from megatron_hope.eval.passkey import run_passkey
+
+        result = run_passkey(scorer, lengths, depths, batch_size=args.batch_size, **common)
+        return report.write_passkey(out, scorer.describe(), result)
     from megatron_hope.eval.attention import run_attention
 
     result = run_attention(scorer, lengths, batch_size=args.batch_size, **common)
     return report.write_attention(out, scorer.describe(), result)
+
+
+def _vaf_over_training(args: argparse.Namespace, scaling, lengths) -> list:
+    from pathlib import Path
+
+    from megatron_hope.eval import report
+    from megatron_hope.eval.scorers import load_scorer
+    from megatron_hope.eval.vaf_training import parse_iterations, run_vaf_over_training
+
+    if args.load is None:
+        raise ValueError("vaf-over-training reads the saved iterations of --load CHECKPOINT_DIR "
+                         "(an HF model has one state only)")
+    iterations = parse_iterations(args.iterations, args.load)
+    scorers = {}
+
+    def load_at(iteration: int):
+        scorers[iteration] = load_scorer(
+            load=args.load, scaling=scaling, tokenizer=tokenizer_override(args),
+            label=args.label, max_extrapolation=args.max_extrapolation, iteration=iteration)
+        return scorers[iteration]
+
+    extra = {"samples": args.samples} if args.samples is not None else {}
+    result = run_vaf_over_training(load_at, iterations, lengths[0] if lengths else None,
+                                   seed=args.seed, batch_size=args.batch_size,
+                                   progress=not args.no_progress, **extra)
+    model = scorers[iterations[-1]].describe()
+    return report.write_vaf_training(Path(args.output_dir), model, result)
 
 
 def main(argv: list[str] | None = None) -> int:

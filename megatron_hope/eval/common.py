@@ -76,3 +76,19 @@ def parse_float_list(text: str | None, what: str) -> list[float] | None:
     except ValueError:
         raise ValueError(
             f"{what} {text!r}: expected comma-separated numbers such as 0,0.5,1") from None
+
+
+def greedy_texts(scorer, decode, prompts: Sequence[list[int]], steps: int,
+                 batch_size: int) -> list[str]:
+    """The decoded greedy continuation (`steps` tokens) of each prompt, in order; prompts of
+    equal length share a batch."""
+    by_length: dict[int, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        by_length.setdefault(len(prompt), []).append(index)
+    texts: list[str] = [""] * len(prompts)
+    for indices in by_length.values():
+        for chunk in batches(indices, batch_size):
+            tokens = torch.tensor([prompts[i] for i in chunk], dtype=torch.long)
+            for index, row in zip(chunk, scorer.greedy(tokens, steps).tolist(), strict=True):
+                texts[index] = decode(row)
+    return texts

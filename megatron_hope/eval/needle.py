@@ -1,38 +1,45 @@
-"""Needle in a haystack / passkey retrieval over lengths and depths (paper Figure 1).
+"""Needle in a haystack, gkamradt's form (paper section 6, Figure 1).
 
-The passkey form of Mohtashami & Jaggi (2023), built in token space so every cell has exactly the
-requested length (up to one filler sentence):
+gkamradt (2023), LLMTest_NeedleInAHaystack: a natural-text haystack cut to the context length,
+the standard needle inserted at a depth (0-100 % in 10 % steps) at the sentence end before it,
+and the standard question. The haystack here is English prose made offline (`haystack.py`);
+the prompt ends with a completion cue, since the models are base models:
 
-    There is an important info hidden inside a lot of irrelevant text. Find it and memorize it.
-    The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.
-    ... (filler up to depth x haystack) ...
-    The pass key is 48213. Remember it. 48213 is the pass key.
-    ... (filler) ...
-    What is the pass key? The pass key is 48213
+    <haystack ... The best thing to do in San Francisco is eat a sandwich and sit in Dolores
+    Park on a sunny day. ... haystack>
 
-A cell scores the percentage of samples whose greedy continuation of the question is exactly the
-passkey's tokens (computed by teacher forcing, see `common.greedy_matches`).
+    What is the best thing to do in San Francisco? Don't give information outside the document
+    or repeat your findings.
+    Answer: The best thing to do in San Francisco is
+
+A cell scores the percentage of samples whose DECODED greedy continuation names every key of
+the needle (`NEEDLE_KEYS`, case and spacing ignored), so an answer the tokenizer splits
+differently still counts. The input length counts what the model reads: the prompt and all but
+the last generated token. Samples differ in where the haystack text starts (one paragraph on
+per sample); gkamradt runs one per cell. The easier passkey task is `passkey.py`.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
-import torch
 from tqdm import tqdm
 
-from megatron_hope.eval.common import batches, greedy_matches, mean
+from megatron_hope.eval.common import greedy_texts, mean
+from megatron_hope.eval.haystack import haystack_source, haystack_text
 
-INTRO = ("There is an important info hidden inside a lot of irrelevant text. "
-         "Find it and memorize it.\n")
-FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. "
-          "There and back again.\n")
-NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key.\n"
-QUESTION = "What is the pass key? The pass key is"
-DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+NEEDLE = ("\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a "
+          "sunny day.\n")
+QUESTION = ("\n\nWhat is the best thing to do in San Francisco? Don't give information outside "
+            "the document or repeat your findings.\nAnswer: The best thing to do in San "
+            "Francisco is")
+ANSWER = " eat a sandwich and sit in Dolores Park on a sunny day."
+NEEDLE_KEYS = ("eat a sandwich", "dolores park")
+JUDGED_ANSWER = " eat a sandwich and sit in Dolores Park"
+"""The generation budget is this answer's tokens + 2: enough to name every key."""
+DEFAULT_DEPTHS = tuple(step / 10 for step in range(11))
 LENGTH_FRACTIONS = (0.5, 1.0, 2.0, 4.0)
-DEFAULT_SAMPLES = 20
+DEFAULT_SAMPLES = 1
 
 
 @dataclass(frozen=True)
@@ -49,56 +56,77 @@ def needle_grid(lengths: list[int], depths: list[float]) -> list[NeedleCell]:
     return [NeedleCell(length, depth) for length in lengths for depth in depths]
 
 
-def make_prompt(cell: NeedleCell, key: str, encode, start: list[int]
-                ) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids) for one passkey at `cell`."""
-    intro = start + encode(INTRO)
-    filler = encode(FILLER)
-    needle = encode(NEEDLE.format(key=key))
-    question = encode(QUESTION)
-    answer = encode(" " + key)
-    # The model reads prompt + answer (teacher forcing): together they fill `cell.length`.
-    room = cell.length - len(intro) - len(needle) - len(question) - len(answer)
-    units = max(0, room // max(1, len(filler)))
-    before = round(cell.depth * units)
-    prompt = intro + filler * before + needle + filler * (units - before) + question
-    return prompt, answer
+def prepare_grid(scorer, task: str, lengths: list[int] | None, depths: list[float] | None,
+                 default_depths, fractions) -> tuple:
+    """(tokenizer, start ids, lengths, depths, grid) of a lengths x depths task, lengths checked
+    against the scorer's limit before any model time is spent."""
+    tokenizer = scorer.require_tokenizer(task)
+    lengths = lengths or [max(1, int(f * scorer.train_length)) for f in fractions]
+    depths = list(depths if depths is not None else default_depths)
+    grid = needle_grid(lengths, depths)
+    for length in lengths:
+        scorer.check_length(length, f"{task} at length {length}: input length")
+    start = [tokenizer.start_id] if tokenizer.start_id is not None else []
+    return tokenizer, start, lengths, depths, grid
+
+
+def grid_result(lengths: list[int], depths: list[float], scores: dict, actual: dict) -> dict:
+    """The heat map's cells, per length then depth, and their mean."""
+    return {"lengths": lengths, "depths": depths,
+            "scores": [[scores[NeedleCell(n, d)] for d in depths] for n in lengths],
+            "prompt_tokens": [[actual[NeedleCell(n, d)] for d in depths] for n in lengths],
+            "avg": mean(scores.values())}
+
+
+def retrieved(output: str, keys: tuple[str, ...] = NEEDLE_KEYS) -> bool:
+    """Whether the decoded answer names every key (case and whitespace ignored)."""
+    text = " ".join(output.lower().split())
+    return all(key in text for key in keys)
+
+
+def insert_needle(context: list[int], needle: list[int], depth: float, decode) -> list[int]:
+    """gkamradt's insertion: at `depth` of the context, moved back to the last sentence end."""
+    if depth >= 1.0:
+        return context + needle
+    point = int(len(context) * depth)
+    while point > 0 and not decode(context[point - 1: point]).rstrip().endswith("."):
+        point -= 1
+    return context[:point] + needle + context[point:]
+
+
+def make_prompt(cell: NeedleCell, encode, decode, start: list[int], steps: int,
+                offset: int = 0) -> list[int]:
+    """Prompt ids for one cell: haystack, needle at the depth, question and cue; with the
+    `steps - 1` generated tokens the model re-reads, they fill `cell.length`."""
+    needle, question = encode(NEEDLE), encode(QUESTION)
+    room = cell.length - len(start) - len(needle) - len(question) - (steps - 1)
+    if room < 0:
+        raise ValueError(f"needle at length {cell.length}: the needle and question alone take "
+                         f"{cell.length - room} tokens; use longer --lengths")
+    chars = 4 * room + 64
+    context = encode(haystack_text(chars, offset))
+    while len(context) < room:  # a tokenizer with many tokens per character
+        chars *= 2
+        context = encode(haystack_text(chars, offset))
+    return start + insert_needle(context[:room], needle, cell.depth, decode) + question
 
 
 def run_needle(scorer, lengths: list[int] | None = None, depths: list[float] | None = None,
                samples: int = DEFAULT_SAMPLES, seed: int = 1234, batch_size: int = 4,
                progress: bool = True) -> dict:
     """Scores for the whole grid: {"lengths", "depths", "scores": [[per depth] per length]}."""
-    tokenizer = scorer.require_tokenizer("needle")
-    lengths = lengths or [max(1, int(f * scorer.train_length)) for f in LENGTH_FRACTIONS]
-    depths = list(depths if depths is not None else DEFAULT_DEPTHS)
-    grid = needle_grid(lengths, depths)
-    start = [tokenizer.start_id] if tokenizer.start_id is not None else []
-    for length in lengths:
-        scorer.check_length(length, f"needle at length {length}: input length")
-    scores: dict[tuple[int, float], float] = {}
-    actual: dict[tuple[int, float], int] = {}
+    tokenizer, start, lengths, depths, grid = prepare_grid(
+        scorer, "needle", lengths, depths, DEFAULT_DEPTHS, LENGTH_FRACTIONS)
+    steps = len(tokenizer.encode(JUDGED_ANSWER)) + 2
+    scores, actual = {}, {}
     for cell in tqdm(grid, desc=f"needle {scorer.name}", disable=not progress):
-        rng = random.Random(f"{seed}-{cell.length}-{cell.depth}")
-        prompts = [make_prompt(cell, str(rng.randint(10000, 99999)), tokenizer.encode, start)
-                   for _ in range(samples)]
-        longest = max(len(p) + len(a) for p, a in prompts)
-        scorer.check_length(longest, f"needle at length {cell.length}: input length")
-        hits = []
-        # Passkeys may tokenize to different lengths: batch only equal shapes.
-        by_shape: dict[tuple[int, int], list] = {}
-        for prompt, answer in prompts:
-            by_shape.setdefault((len(prompt), len(answer)), []).append((prompt, answer))
-        for group in by_shape.values():
-            for batch in batches(group, batch_size):
-                prompt = torch.tensor([p for p, _ in batch])
-                answer = torch.tensor([a for _, a in batch])
-                logits = scorer.logits(torch.cat([prompt, answer], dim=1))
-                hits += greedy_matches(logits, prompt.shape[1], answer).float().tolist()
-        scores[(cell.length, cell.depth)] = 100.0 * mean(hits)
-        actual[(cell.length, cell.depth)] = int(mean(len(p) + len(a) for p, a in prompts))
-    return {"lengths": lengths, "depths": depths,
-            "scores": [[scores[(n, d)] for d in depths] for n in lengths],
-            "prompt_tokens": [[actual[(n, d)] for d in depths] for n in lengths],
-            "avg": mean(scores.values()), "samples": samples, "seed": seed,
+        prompts = [make_prompt(cell, tokenizer.encode, tokenizer.decode, start, steps,
+                               offset=seed + sample) for sample in range(samples)]
+        inputs = [len(p) + steps - 1 for p in prompts]
+        scorer.check_length(max(inputs), f"needle at length {cell.length}: input length")
+        outputs = greedy_texts(scorer, tokenizer.decode, prompts, steps, batch_size)
+        scores[cell] = 100.0 * mean(retrieved(o) for o in outputs)
+        actual[cell] = int(mean(inputs))
+    return {**grid_result(lengths, depths, scores, actual), "samples": samples, "seed": seed,
+            "haystack": haystack_source(), "judge": f"decoded output names {NEEDLE_KEYS}",
             "train_length": scorer.train_length}

@@ -9,7 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-BAND_COLOURS = {"activated": "tab:red", "low": "tab:blue", "high": "0.75", "?": "0.6"}
+BAND_COLOURS = {"activated": "tab:red", "low": "tab:blue", "high": "0.75",
+                "independent": "tab:green", "?": "0.6"}
 
 
 def _save(fig, path: Path) -> Path:
@@ -61,11 +62,11 @@ def plot_needle(lengths: list[int], depths: list[float], scores: list[list[float
 
 def plot_attention(result: dict, bands: list[str], path: Path, title: str,
                    train_length: int) -> Path:
-    """Figures 2/3a/6: overall logits vs key position (top), per-pair components coloured by
-    band with the activated-pair sum (middle), per-layer logits (bottom)."""
+    """Figures 2/3a/6/3c: overall logits vs key position, per-pair components coloured by band,
+    layer 0's components (Figure 3c, top), per-layer logits (Figure 3c, bottom)."""
     length = result["length"]
     positions = list(range(length))
-    fig, axes = plt.subplots(3, 1, figsize=(7, 9), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(7, 11), sharex=True)
     axes[0].plot(positions, result["logits"], color="k", label="all pairs (mean over layers, "
                  "heads)")
     activated = [i for i, b in enumerate(bands) if b == "activated"]
@@ -78,11 +79,15 @@ def plot_attention(result: dict, bands: list[str], path: Path, title: str,
         band = bands[index] if index < len(bands) else "?"
         axes[1].plot(positions, component, color=BAND_COLOURS.get(band, "0.6"), linewidth=0.8)
     axes[1].set_ylabel("component C_i (eq. 4)")
+    for index, component in enumerate(result.get("layer_components", {}).get("0", [])):
+        band = bands[index] if index < len(bands) else "?"
+        axes[2].plot(positions, component, color=BAND_COLOURS.get(band, "0.6"), linewidth=0.8)
+    axes[2].set_ylabel("layer 0: C_i")
     for layer, curve in enumerate(result["per_layer_logits"]):
-        axes[2].plot(positions, curve, linewidth=0.8, label=f"layer {layer}")
-    axes[2].set_ylabel("logit per layer")
-    axes[2].set_xlabel("key position (query = last position)")
-    axes[2].legend(fontsize=6, ncol=4)
+        axes[3].plot(positions, curve, linewidth=0.8, label=f"layer {layer}")
+    axes[3].set_ylabel("logit per layer")
+    axes[3].set_xlabel("key position (query = last position)")
+    axes[3].legend(fontsize=6, ncol=4)
     for ax in axes:
         _train_line(ax, train_length if length > train_length else None)
     axes[0].set_title(title)
@@ -102,7 +107,21 @@ def plot_vaf(vaf_by_length: dict[int, list[float]], bands: list[str], path: Path
         ax.bar(xs, values, width=width, color=colours, edgecolor="k", linewidth=0.2,
                alpha=1.0 - 0.4 * slot / max(1, count))
         ax.text(xs[-1], 0, f" {length}", fontsize=6)
-    ax.set_xlabel("pair i (θ_i = b^(-2i/d)); red activated, blue low")
+    ax.set_xlabel("pair i; red activated, blue low, green position independent, grey high")
     ax.set_ylabel("VAF (%)")
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_vaf_over_training(result: dict, path: Path, title: str) -> Path:
+    """Figure 3b's dynamics: each band's VAF (eq. 5) against the training step."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for band, values in result["band_vaf"].items():
+        if any(v is not None for v in values):
+            ax.plot(result["iterations"], [float("nan") if v is None else v for v in values],
+                    marker="o", color=BAND_COLOURS.get(band, "0.6"), label=band)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"VAF (%) at length {result['length']}")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     return _save(fig, path)

@@ -6,23 +6,31 @@ position_encoding, rope_scaling...}, "result": {...}}, a CSV in long form and it
 directories and writes `DIR/report.md` with:
 
   Table 1  copy task: rows = runs, columns = sequence numbers, Avg.
-  Table 2  few-shot following (FA averaged over tasks): rows = runs, columns = input lengths
+  Table 2  few-shot following (FA averaged over SST-2, QNLI, RTE): columns = input lengths, Avg.
   Table 3  ablation (copy task of rope, ab1, ab2, ab3, hope without scaling)
   Table 7  few-shot FA per task
-  PPL vs length (Figure 5) and needle averages, with the plots beside them.
+  PPL vs length (Figure 5, no average: the paper has none), needle (Figure 1) and passkey
+  averages, attention VAF, with the plots beside them. The sections live in `report_tables`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 from megatron_hope.eval import plots
 from megatron_hope.eval.common import write_csv, write_json
+from megatron_hope.eval.report_tables import (
+    attention_section,
+    fewshot_section,
+    grid_section,
+    row_label,
+    score_table,
+    vaf_training_section,
+)
 
-TASKS = ("ppl_vs_length", "copy", "fewshot", "needle", "attention")
+TASKS = ("ppl_vs_length", "copy", "fewshot", "needle", "passkey", "attention",
+         "vaf_over_training")
 ABLATION_ORDER = ("rope", "ab1", "ab2", "ab3", "hope")
 
 
@@ -59,29 +67,36 @@ def write_copy(out: Path, model: dict, result: dict) -> list[Path]:
 
 def write_fewshot(out: Path, model: dict, result: dict) -> list[Path]:
     label = model["label"]
-    rows = [(label, task, n, s) for task, values in result["tasks"].items()
-            for n, s in zip(result["lengths"], values["scores"], strict=True)]
-    rows += [(label, "average", n, s)
-             for n, s in zip(result["lengths"], result["scores"], strict=True)]
+    rows = [(label, task, n, s, e) for task, values in result["tasks"].items()
+            for n, s, e in zip(result["lengths"], values["scores"], values["scores_exact"],
+                               strict=True)]
+    rows += [(label, "average", n, s, e) for n, s, e in zip(
+        result["lengths"], result["scores"], result["scores_exact"], strict=True)]
     series = {name: (result["lengths"], v["scores"]) for name, v in result["tasks"].items()}
     return [
         write_json(out / "fewshot.json", _payload("fewshot", model, result)),
-        write_csv(out / "fewshot.csv", ["model", "task", "input_length", "fa"], rows),
+        write_csv(out / "fewshot.csv", ["model", "task", "input_length", "fa", "fa_exact"],
+                  rows),
         plots.plot_curves(series, out / "fewshot.png", "input length (tokens)", "FA (%)",
                           f"Few-shot following, {label}", result["train_length"], percent=True),
     ]
 
 
-def write_needle(out: Path, model: dict, result: dict) -> list[Path]:
+def write_needle(out: Path, model: dict, result: dict, task: str = "needle") -> list[Path]:
     label = model["label"]
     rows = [(label, n, d, result["scores"][i][j]) for i, n in enumerate(result["lengths"])
             for j, d in enumerate(result["depths"])]
+    title = "Needle in a haystack" if task == "needle" else "Passkey retrieval"
     return [
-        write_json(out / "needle.json", _payload("needle", model, result)),
-        write_csv(out / "needle.csv", ["model", "length", "depth", "retrieved"], rows),
+        write_json(out / f"{task}.json", _payload(task, model, result)),
+        write_csv(out / f"{task}.csv", ["model", "length", "depth", "retrieved"], rows),
         plots.plot_needle(result["lengths"], result["depths"], result["scores"],
-                          out / "needle.png", f"Passkey retrieval, {label}"),
+                          out / f"{task}.png", f"{title}, {label}"),
     ]
+
+
+def write_passkey(out: Path, model: dict, result: dict) -> list[Path]:
+    return write_needle(out, model, result, task="passkey")
 
 
 def write_attention(out: Path, model: dict, result: dict) -> list[Path]:
@@ -102,6 +117,12 @@ def write_attention(out: Path, model: dict, result: dict) -> list[Path]:
          for r in result["results"] for i, curve in enumerate(r["components"])
          for n, value in enumerate(curve)]))
     files.append(write_csv(
+        out / "attention_layer_components.csv",
+        ["model", "length", "layer", "pair", "theta", "band", "key_position", "component"],
+        [(label, r["length"], layer, i, theta[i] if i < len(theta) else "", bands[i], n, value)
+         for r in result["results"] for layer, parts in r.get("layer_components", {}).items()
+         for i, curve in enumerate(parts) for n, value in enumerate(curve)]))
+    files.append(write_csv(
         out / "attention_vaf.csv", ["model", "length", "pair", "theta", "band", "vaf"],
         [(label, r["length"], i, theta[i] if i < len(theta) else "", bands[i], v)
          for r in result["results"] for i, v in enumerate(r["vaf"])]))
@@ -114,8 +135,21 @@ def write_attention(out: Path, model: dict, result: dict) -> list[Path]:
     return files
 
 
+def write_vaf_training(out: Path, model: dict, result: dict) -> list[Path]:
+    label = model["label"]
+    return [
+        write_json(out / "vaf_over_training.json", _payload("vaf_over_training", model, result)),
+        write_csv(out / "vaf_over_training.csv", ["model", "iteration", "band", "vaf"],
+                  [(label, step, band, values[i]) for band, values in result["band_vaf"].items()
+                   for i, step in enumerate(result["iterations"])]),
+        plots.plot_vaf_over_training(result, out / "vaf_over_training.png",
+                                     f"VAF over training, {label}"),
+    ]
+
+
 WRITERS = {"ppl_vs_length": write_ppl, "copy": write_copy, "fewshot": write_fewshot,
-           "needle": write_needle, "attention": write_attention}
+           "needle": write_needle, "passkey": write_passkey, "attention": write_attention,
+           "vaf_over_training": write_vaf_training}
 
 
 # ------------------------------------------------------------------------------- the report
@@ -152,31 +186,6 @@ def _row_order(payload: dict) -> tuple:
             ("", "linear", "yarn") else 3, model.get("label", ""))
 
 
-def _number(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_number(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _score_table(runs: list[dict], key: str, first: str) -> str:
-    columns = sorted({c for run in runs for c in run["result"][key]})
-    rows = []
-    for run in runs:
-        by_column = dict(zip(run["result"][key], run["result"]["scores"], strict=True))
-        rows.append([run["model"]["label"]] + [by_column.get(c, "") for c in columns]
-                    + [run["result"]["avg"]])
-    return markdown_table([first] + [str(c) for c in columns] + ["Avg."], rows)
-
-
-def _relative(path: str, out: Path) -> str:
-    """`path` as the report links it: relative to the report's directory."""
-    return os.path.relpath(Path(path).resolve(), out.resolve())
-
-
 def build_report(run_dirs: list[str | Path], output_dir: str | Path) -> Path:
     """Write `report.md` (and combined plots) from the runs' result files."""
     out = Path(output_dir)
@@ -192,76 +201,44 @@ def build_report(run_dirs: list[str | Path], output_dir: str | Path) -> Path:
         lengths = ", ".join(f"{c}: {n}"
                             for c, n in zip(first["counts"], first["lengths"], strict=True))
         parts += ["## Table 1: copy task (exact match %, by sequence number)", "",
-                  _score_table(copy_runs, "counts", "Method"), "",
-                  f"Training length {copy_runs[0]['result']['train_length']}; prompt tokens "
-                  f"per sequence number: {lengths}.", ""]
-        plots.plot_curves({r["model"]["label"]: (r["result"]["lengths"], r["result"]["scores"])
+                  score_table(copy_runs, "counts", "Method"), "",
+                  f"Training length {first['train_length']}; input tokens per sequence number: "
+                  f"{lengths}; {first.get('samples', '?')} samples, "
+                  f"{'a newline after each sequence' if first.get('separator') else 'no separator'}"
+                  ".", ""]
+        plots.plot_curves({row_label(r["model"]): (r["result"]["lengths"], r["result"]["scores"])
                            for r in copy_runs}, out / "copy.png", "input length (tokens)",
-                          "exact match (%)", "Copy task", copy_runs[0]["result"]["train_length"],
-                          percent=True)
+                          "exact match (%)", "Copy task", first["train_length"], percent=True)
         parts += ["![copy](copy.png)", ""]
-    few = found["fewshot"]
-    if few:
-        parts += ["## Table 2: few-shot following (FA %, averaged over tasks)", "",
-                  _score_table(few, "lengths", "Method"), ""]
-        tasks = sorted({t for run in few for t in run["result"]["tasks"]})
-        header = ["Method"] + [f"{t} {n}" for t in tasks for n in few[0]["result"]["lengths"]]
-        rows = [[run["model"]["label"]] + [v for t in tasks for v in
-                                           run["result"]["tasks"].get(t, {}).get("scores", [])]
-                for run in few]
-        parts += ["### Table 7: FA per task", "", markdown_table(header, rows), ""]
-        plots.plot_curves({r["model"]["label"]: (r["result"]["lengths"], r["result"]["scores"])
-                           for r in few}, out / "fewshot.png", "input length (tokens)", "FA (%)",
-                          "Few-shot following", few[0]["result"]["train_length"], percent=True)
-        parts += ["![fewshot](fewshot.png)", ""]
+    if found["fewshot"]:
+        parts += fewshot_section(found["fewshot"], out)
     ablation = [r for r in copy_runs if not r["model"].get("rope_scaling")
                 and r["model"].get("position_encoding") in ABLATION_ORDER]
     if ablation:
         ablation.sort(key=lambda r: ABLATION_ORDER.index(r["model"]["position_encoding"]))
         parts += ["## Table 3: ablation (copy task)", "",
-                  _score_table(ablation, "counts", "Method"), ""]
+                  score_table(ablation, "counts", "Method"), ""]
     ppl = found["ppl_vs_length"]
     if ppl:
+        first = ppl[0]["result"]
         parts += ["## Perplexity vs input length (Figure 5)", "",
-                  _score_table([{**r, "result": {**r["result"], "scores": r["result"]["ppl"],
-                                                  "avg": sum(r["result"]["ppl"]) /
-                                                  len(r["result"]["ppl"])}} for r in ppl],
-                               "lengths", "Method"), ""]
-        plots.plot_curves({r["model"]["label"]: (r["result"]["lengths"], r["result"]["ppl"])
+                  score_table(ppl, "lengths", "Method", "ppl", average=False), "",
+                  f"PPL of the last {first['last_tokens']} tokens, {first['samples']} samples, "
+                  f"{first.get('windows', 'stream')} windows.", ""]
+        plots.plot_curves({row_label(r["model"]): (r["result"]["lengths"], r["result"]["ppl"])
                            for r in ppl}, out / "ppl_vs_length.png", "input length (tokens)",
-                          "PPL", "Perplexity vs input length", ppl[0]["result"]["train_length"],
-                          logy=True)
+                          "PPL", "Perplexity vs input length", first["train_length"], logy=True)
         parts += ["![ppl](ppl_vs_length.png)", ""]
-    needle = found["needle"]
-    if needle:
-        parts += ["## Needle in a haystack (retrieved %, averaged over depths)", ""]
-        rows = []
-        for run in needle:
-            result = run["result"]
-            rows.append([run["model"]["label"]] + [sum(r) / len(r) for r in result["scores"]]
-                        + [result["avg"]])
-        parts += [markdown_table(["Method"] + [str(n) for n in needle[0]["result"]["lengths"]]
-                                 + ["Avg."], rows), ""]
-        parts += [f"![needle {run['model']['label']}]"
-                  f"({_relative(str(Path(run['path']).with_suffix('.png')), out)})"
-                  for run in needle] + [""]
-    attention = found["attention"]
-    if attention:
-        parts += ["## Attention analysis (random-token inputs, eq. 4, eq. 5)", "",
-                  markdown_table(["Method", "length", "VAF activated", "VAF low", "VAF high"],
-                                 [[run["model"]["label"], r["length"]] +
-                                  [r["band_vaf"].get(b) if r["band_vaf"].get(b) is not None
-                                   else "-" for b in ("activated", "low", "high")]
-                                  for run in attention for r in run["result"]["results"]]), ""]
-        for run in attention:
-            base = Path(run["path"]).parent
-            for r in run["result"]["results"]:
-                image = base / f"attention_{r['length']}.png"
-                parts.append(f"![attention {run['model']['label']} {r['length']}]"
-                             f"({_relative(str(image), out)})")
-            parts.append(f"![vaf {run['model']['label']}]"
-                         f"({_relative(str(base / 'attention_vaf.png'), out)})")
-        parts.append("")
+    if found["needle"]:
+        parts += grid_section(found["needle"], out, "Needle in a haystack (Figure 1; retrieved "
+                              "%, mean over depths)")
+    if found["passkey"]:
+        parts += grid_section(found["passkey"], out, "Passkey retrieval (not a paper figure; "
+                              "retrieved %, mean over depths)")
+    if found["attention"]:
+        parts += attention_section(found["attention"], out)
+    if found["vaf_over_training"]:
+        parts += vaf_training_section(found["vaf_over_training"], out)
     path = out / "report.md"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

@@ -67,6 +67,8 @@ class Scorer:
     position_encoding: str = "unknown"
     inv_freq: torch.Tensor | None = None
     """Per-pair frequencies in use `[d/2]` (after scaling); None without rotary embedding."""
+    trained_inv_freq: torch.Tensor | None = None
+    """Per-pair frequencies the model was trained with `[d/2]` (0: position independent)."""
     scaling: RopeScaling | None = None
     max_extrapolation: float = DEFAULT_MAX_EXTRAPOLATION
     info: dict[str, Any] = field(default_factory=dict)
@@ -198,7 +200,9 @@ class MegatronScorer(Scorer):
             position_encoding=encoding.position_embedding_type, inv_freq=inv_freq,
             scaling=scaling, max_extrapolation=max_extrapolation,
             info={"checkpoint": str(load_dir), "iteration": loaded.iteration,
-                  "kv_channels": encoding.kv_channels, "rotary_base": encoding.rotary_base},
+                  "kv_channels": encoding.kv_channels, "rotary_base": encoding.rotary_base,
+                  "hope_train_length": encoding.hope_train_length or train_length},
+            trained_inv_freq=encoding.inv_freq() if encoding.uses_rotary else None,
         )
         scorer.loaded = loaded
         scorer.heads = arch.num_attention_heads
@@ -316,7 +320,7 @@ class HFScorer(Scorer):
             config.hidden_size // config.num_attention_heads)
         base = saved_encoding.get("rotary_base") or _hf_rope_theta(config)
         rotaries = _hf_rotary_modules(model)
-        inv_freq = None
+        inv_freq = trained = None
         if rotaries:
             block = rotaries[0].original_inv_freq if hasattr(rotaries[0], "original_inv_freq") \
                 else rotaries[0].inv_freq
@@ -335,6 +339,7 @@ class HFScorer(Scorer):
                     attention_factor
             base = rotary_base
             inv_freq = torch.cat([scaled, torch.zeros(head_dim // 2 - len(scaled))])
+            trained = torch.cat([block.float().cpu(), torch.zeros(head_dim // 2 - len(block))])
         elif scaling is not None:
             raise ValueError(f"--rope-scaling {scaling}: {model_dir} has no rotary embedding")
         tokenizer = None
@@ -358,7 +363,9 @@ class HFScorer(Scorer):
             max_extrapolation=max_extrapolation,
             info={"hf_model": str(model_dir), "model_type": config.model_type,
                   "kv_channels": head_dim if inv_freq is not None else None,
-                  "rotary_base": base},
+                  "rotary_base": base,
+                  "hope_train_length": saved_encoding.get("hope_train_length") or int(length)},
+            trained_inv_freq=trained,
         )
         # Phi3's partial rotary turns a contiguous block of 2a dims paired (i, i + a); the
         # analysis wants megatron's layout, pair i = dims (i, i + d/2): undo the exporter's

@@ -70,8 +70,10 @@ class RopeScaling:
 
     @property
     def label(self) -> str:
-        """Row suffix in reports: the paper's "+PI" and "+YaRN"."""
-        return {"linear": "+PI", "yarn": "+YaRN"}.get(self.kind, f"+{self.kind}")
+        """Row suffix in reports: the paper's "+PI" and "+YaRN", with the factor F that the
+        paper leaves implicit ("+YaRN F=4")."""
+        name = {"linear": "+PI", "yarn": "+YaRN"}.get(self.kind, f"+{self.kind}")
+        return f"{name} F={self.factor:g}"
 
     def __str__(self) -> str:
         text = f"{self.kind}:{self.factor:g}"

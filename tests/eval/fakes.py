@@ -1,11 +1,11 @@
 """Scorers with known behaviour for the metric tests: an induction-head oracle, a constant model,
-and a character-level tokenizer."""
+a uniform model, a model with fixed attention inputs, and a character-level tokenizer."""
 
 from __future__ import annotations
 
 import torch
 
-from megatron_hope.eval.scorers import Scorer, TextTokenizer
+from megatron_hope.eval.scorers import QK, Scorer, TextTokenizer
 
 MATCH = 8
 
@@ -19,21 +19,23 @@ def char_tokenizer() -> TextTokenizer:
 
 class OracleCopier(Scorer):
     """Predicts, at each position, the token that followed the latest earlier occurrence of the
-    last 8 tokens: a perfect in-context copier."""
+    last 8 tokens: a perfect in-context copier (ids below 256, searched as bytes)."""
+
+    last_only = False
+    """Return only the last position, `[b, 1, V]` (all that greedy generation reads): fast for
+    long prompts; only for tasks that generate."""
 
     def _forward(self, tokens, capture):
         batch, length = tokens.shape
-        logits = torch.zeros(batch, length, self.vocab_size)
+        first = length - 1 if self.last_only else MATCH - 1
+        logits = torch.zeros(batch, length - first if self.last_only else length,
+                             self.vocab_size)
         for b in range(batch):
-            row = tokens[b].tolist()
-            for t in range(length):
-                if t + 1 < MATCH:
-                    continue
-                key = row[t + 1 - MATCH: t + 1]
-                for j in range(t - 1, MATCH - 2, -1):
-                    if row[j + 1 - MATCH: j + 1] == key:
-                        logits[b, t, row[j + 1]] = 1.0
-                        break
+            row = bytes(tokens[b].tolist())
+            for t in range(first, length):
+                found = row.rfind(row[t + 1 - MATCH: t + 1], 0, t)  # ends before t
+                if found >= 0:
+                    logits[b, t - first if self.last_only else t, row[found + MATCH]] = 1.0
         return logits
 
 
@@ -46,6 +48,33 @@ class ConstantModel(Scorer):
         logits = torch.zeros(*tokens.shape, self.vocab_size)
         logits[..., self.token] = 1.0
         return logits
+
+
+class UniformModel(Scorer):
+    """Equal logits for every token: perplexity is the vocabulary size."""
+
+    def _forward(self, tokens, capture):
+        return torch.zeros(*tokens.shape, self.vocab_size)
+
+
+class FixedAttention(Scorer):
+    """Every sample's captured q/k are the same fixed tensors; layer 1's query is zero, so
+    layer 0 carries all of the mean components (x the 2 layers it is averaged over)."""
+
+    heads: int = 2
+    head_dim: int = 8
+
+    def _forward(self, tokens, capture):
+        batch, length = tokens.shape
+        gen = torch.Generator().manual_seed(length)
+        query = torch.randn(self.heads, length, self.head_dim, generator=gen)
+        key = torch.randn(self.heads, length, self.head_dim, generator=gen)
+        if capture is not None:
+            for layer in range(2):
+                scaled = query if layer == 0 else torch.zeros_like(query)
+                capture.append(QK(scaled.expand(batch, -1, -1, -1).clone(),
+                                  key.expand(batch, -1, -1, -1).clone(), 0.5))
+        return torch.zeros(batch, length, self.vocab_size)
 
 
 class AnswersWith(Scorer):
@@ -69,7 +98,7 @@ class AnswersWith(Scorer):
 def make(cls, **kwargs):
     base = dict(name=cls.__name__, source="fake", train_length=64, vocab_size=256)
     base.update(kwargs)
-    extra = {k: base.pop(k) for k in ("token", "answer") if k in base}
+    extra = {k: base.pop(k) for k in ("token", "answer", "last_only") if k in base}
     scorer = cls(**base)
     for key, value in extra.items():
         setattr(scorer, key, value)

@@ -22,8 +22,10 @@ def _every_subcommand(rank, trained, out):
         ("plain", ["ppl-vs-length", "--data", trained["data"]["prefix"], "--lengths", "32,96"]),
         ("plain", ["copy", "--lengths", "40,100"]),
         ("plain", ["fewshot", "--lengths", "64,128"]),
-        ("plain", ["needle", "--lengths", "64,128", "--depths", "0,0.5,1"]),
+        ("plain", ["needle", "--lengths", "200", "--depths", "0.5", "--samples", "1"]),
+        ("plain", ["passkey", "--lengths", "64,128", "--depths", "0,1"]),
         ("plain", ["attention", "--lengths", "32,96"]),
+        ("plain", ["vaf-over-training", "--iterations", "all", "--lengths", "32"]),
         ("yarn", ["copy", "--lengths", "40,100", "--rope-scaling", "yarn:2"]),
     ]
     codes = []
@@ -60,31 +62,38 @@ def _scaling_parity(rank, load):
 
 def test_every_subcommand_writes_results_and_refuses_overlong_inputs(trained, tmp_path):
     [(codes, parity)] = run_on_ranks(1, _every_subcommand, trained, str(tmp_path))
-    assert codes == [0] * 6 + [2]
+    assert codes == [0] * 8 + [2]
     plain = tmp_path / "plain"
-    for name in ("ppl_vs_length", "copy", "fewshot", "needle", "attention"):
+    for name in ("ppl_vs_length", "copy", "fewshot", "needle", "passkey", "attention",
+                 "vaf_over_training"):
         payload = json.loads((plain / f"{name}.json").read_text())
         assert payload["model"]["position_encoding"] == "hope"
         assert payload["model"]["train_length"] == TRAIN_LENGTH
-    for png in ("ppl_vs_length", "copy", "fewshot", "needle", "attention_32", "attention_96",
+    for png in ("ppl_vs_length", "copy", "fewshot", "needle", "passkey", "attention_32",
+                "attention_96",
                 "attention_vaf"):
         assert (plain / f"{png}.png").stat().st_size > 0, png
     attention = json.loads((plain / "attention.json").read_text())["result"]
     # d = 16, b = 1e4, L = 64: pairs 0-2 rotate (θ ≥ 2π/64), 3-7 are low (θ ≤ π/64), as
     # `hope-rope --kv-channels 16 --hope-train-length 64` reports.
-    assert attention["bands"] == ["high"] * 3 + ["low"] * 5
+    assert attention["bands"] == ["high"] * 3 + ["independent"] * 5  # zeroed by HoPE
+    assert attention["band_length"] == TRAIN_LENGTH
+    assert len(attention["results"][0]["layer_components"]["0"]) == 8
     assert attention["theta"][3:] == [0.0] * 5
     assert len(attention["results"][0]["vaf"]) == 8
     copy = json.loads((plain / "copy.json").read_text())["result"]
     assert all(0.0 <= score <= 100.0 for score in copy["scores"])
     yarn = json.loads((tmp_path / "yarn" / "copy.json").read_text())["model"]
-    assert yarn["label"] == "hope+YaRN" and yarn["max_length"] == 2 * 8 * TRAIN_LENGTH
+    assert yarn["label"] == "hope+YaRN F=2" and yarn["max_length"] == 2 * 8 * TRAIN_LENGTH
     from megatron_hope.eval import cli
 
     assert cli.main(["report", str(tmp_path / "plain"), str(tmp_path / "yarn"),
                      "--output-dir", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "| hope |" in text and "| hope+YaRN |" in text and "## Table 3" in text
+    assert "| hope |" in text and "| hope+YaRN F=2 |" in text and "## Table 3" in text
+    assert "## VAF over training" in text and "| hope | 2 |" in text
+    assert "## Table 2" not in text and "synthetic task (not a paper table)" in text
+    assert "Avg." not in text.split("(Figure 5)")[1].split("\n## ")[0]  # the paper has none
     # On-the-fly PI equals megatron-core's own seq_len_interpolation_factor; capturing q/k
     # changes nothing; YaRN's temperature reaches the softmax scale.
     assert parity["max_diff"] < 1e-4

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from megatron_hope.eval import attention, copy_task, fewshot, needle, ppl_vs_length, report
+from megatron_hope.eval import attention, copy_task, fewshot, passkey, ppl_vs_length, report
 from megatron_hope.rope.frequencies import position_encoding_inv_freq
 from megatron_hope.rope.scaling import RopeScaling, parse_rope_scaling, scaled_inv_freq
 from tests.eval.fakes import AnswersWith, ConstantModel, OracleCopier, char_tokenizer, make
@@ -77,12 +77,12 @@ def test_fewshot_prompts_follow_figure_9_and_reach_the_length():
     task = fewshot.synthetic_task(50, seed=1)
     tok = char_tokenizer()
     prompts = fewshot.make_prompts(task, 900, 3, tok.encode, seed=5, start=[0])
-    for ids, labels in prompts:
-        text = tok.decode(ids[1:])
+    for prompt in prompts:
+        text = tok.decode(prompt.ids[1:])
         assert text.count("Answer:") == fewshot.DEFAULT_SHOTS + 1 and text.endswith("Answer:")
         assert fewshot.PAD_SENTENCE in text
-        assert 900 - len(fewshot.PAD_SENTENCE) < len(ids) <= 900
-        assert labels == ["0", "1"]
+        assert 900 - len(fewshot.PAD_SENTENCE) < len(prompt.ids) <= 900
+        assert prompt.label_set == ["0", "1"]
     assert prompts == fewshot.make_prompts(task, 900, 3, tok.encode, seed=5, start=[0])
 
 
@@ -98,7 +98,8 @@ def test_glue_files_load_and_unknown_formats_are_named(tmp_path):
     rte.write_text("".join(json.dumps({"sentence1": f"A {i}", "sentence2": "B",
                                        "label": "entailment"}) + "\n" for i in range(8)))
     assert fewshot.load_task_file(sst2).examples[0].prompt == "Review:film 0 was fine\nAnswer:"
-    assert fewshot.load_task_file(qnli).label_set == ["entailment", "not_entailment"]
+    assert fewshot.load_task_file(qnli).label_set == ["0", "1"]  # Figure 9's form
+    assert fewshot.load_task_file(qnli).name == "QNLI"
     assert fewshot.load_task_file(rte).examples[0].prompt.startswith("Premise:A 0\nHypothesis:B")
     odd = tmp_path / "task.csv"
     odd.write_text("a,b\n")
@@ -112,8 +113,10 @@ def test_glue_files_load_and_unknown_formats_are_named(tmp_path):
         fewshot.load_task_file(tmp_path / "missing.tsv")
 
 
-# ----------------------------------------------------------------------------------- needle
+# ---------------------------------------------------------------------------------- passkey
 def test_needle_grid_covers_lengths_and_depths():
+    from megatron_hope.eval import needle
+
     grid = needle.needle_grid([64, 128, 256], [0.0, 0.5, 1.0])
     assert {(c.length, c.depth) for c in grid} == {(n, d) for n in (64, 128, 256)
                                                    for d in (0.0, 0.5, 1.0)}
@@ -122,20 +125,24 @@ def test_needle_grid_covers_lengths_and_depths():
         needle.needle_grid([64], [1.5])
 
 
-def test_needle_prompts_place_the_key_at_the_depth():
+def test_passkey_prompts_place_the_key_at_the_depth():
     tok = char_tokenizer()
     for depth in (0.0, 0.5, 1.0):
-        prompt, answer = needle.make_prompt(needle.NeedleCell(2000, depth), "12345", tok.encode,
-                                            [0])
+        prompt, answer = passkey.make_prompt(passkey.NeedleCell(2000, depth), "12345",
+                                             tok.encode, [0])
         text = tok.decode(prompt[1:])
-        assert 2000 - len(needle.FILLER) < len(prompt) + len(answer) <= 2000
+        assert 2000 - len(passkey.FILLER) < len(prompt) + len(answer) <= 2000
         assert tok.decode(answer) == " 12345"
         where = text.index("The pass key is 12345") / len(text)
         assert abs(where - depth) < 0.1
-    oracle = make(OracleCopier, tokenizer=tok, train_length=1000)
+    oracle = make(OracleCopier, tokenizer=tok, train_length=1000, last_only=True)
     # The oracle copies after "The pass key is": the needle's continuation is the key.
-    row = needle.run_needle(oracle, [300, 600], [0.0, 1.0], samples=2, progress=False)
+    row = passkey.run_passkey(oracle, [300, 600], [0.0, 1.0], samples=2, progress=False)
     assert row["scores"] == [[100.0, 100.0], [100.0, 100.0]]
+    constant = make(ConstantModel, token=ord("7"), tokenizer=tok, train_length=1000)
+    assert passkey.run_passkey(constant, [300], [0.5], samples=2, progress=False)["avg"] == 0.0
+    assert passkey.names_key(" 48213. Remember", "48213")
+    assert not passkey.names_key(" 4821\n3", "48213") and not passkey.names_key("none", "1")
 
 
 # ---------------------------------------------------------------------- attention, eq. 4, 5
@@ -239,9 +246,14 @@ def test_report_lays_out_tables_1_2_3(tmp_path):
         report.write_copy(out, model(label, kind, scaling),
                           {"counts": [3, 6], "lengths": [40, 80], "scores": [score, score / 2],
                            "avg": score * 0.75, "train_length": 64})
+        cell = {"scores": [score, score], "scores_exact": [score / 2] * 2, "avg": score,
+                "input_tokens_mean": [30.0, 70.0], "input_tokens_max": [31, 71],
+                "over_length": [1, 0]}
         report.write_fewshot(out, model(label, kind, scaling),
                              {"lengths": [32, 64], "scores": [score, score], "avg": score,
-                              "tasks": {"synthetic": {"scores": [score, score], "avg": score}},
+                              "scores_exact": [score / 2] * 2,
+                              "tasks": {name: cell for name in ("SST-2", "QNLI", "RTE",
+                                                                "synthetic")},
                               "train_length": 64})
     path = report.build_report([tmp_path], tmp_path / "report")
     text = path.read_text()
@@ -249,7 +261,14 @@ def test_report_lays_out_tables_1_2_3(tmp_path):
     table3 = text.split("## Table 3")[1]
     assert table3.index("| rope |") < table3.index("| ab1 |") < table3.index("| hope |")
     assert "hope+YaRN" not in table3
-    assert "| hope+YaRN | 70.00 | 35.00 | 52.50 |" in text
+    assert "| hope+YaRN F=2 | 70.00 | 35.00 | 52.50 |" in text  # F in the label
+    table2 = text.split("## Table 2")[1].split("## ")[0]
+    assert "averaged over SST-2, QNLI, RTE" in table2
+    assert "| hope | 60.00 | 60.00 | 60.00 |" in table2
+    assert "| hope | 30.00 | 30.00 | 30.00 |" in table2  # exact match, the second table
+    assert "| Method | SST-2 32 | SST-2 64 | SST-2 Avg. | QNLI 32 |" in text  # Table 7
+    assert "## Few-shot following on the synthetic task (not a paper table)" in text
+    assert "| hope | SST-2 | 30 / 31 (1 over) | 70 / 71 |" in text
     assert (tmp_path / "report" / "copy.png").stat().st_size > 0
     with pytest.raises(ValueError, match="no hope-eval result"):
         report.build_report([tmp_path / "report"], tmp_path / "empty")
