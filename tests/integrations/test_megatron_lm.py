@@ -73,12 +73,12 @@ def trained(tmp_path_factory):
         "--lr-decay-style", "cosine", "--eval-iters", "0", "--eval-interval", "100",
         "--log-interval", "1", "--data-path", str(sample.data_prefix), "--split", "90,10,0",
         # The ids are below 600 (the sample's BPE); Megatron-LM's HF tokenizer wants a folder.
-        "--tokenizer-type", "NullTokenizer", "--vocab-size", "600", "--save", str(save), "--save-interval", str(TRAIN_ITERS),
-        "--ckpt-format", "torch_dist",
+        "--tokenizer-type", "NullTokenizer", "--vocab-size", "600",
+        "--save", str(save), "--save-interval", str(TRAIN_ITERS), "--ckpt-format", "torch_dist",
         "--position-embedding-type", "hope", "--hope-train-length", str(SEQ_LENGTH),
     ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(megatron_lm.REPOSITORY),
-                                                         str(folder)]),
+    paths = [str(megatron_lm.REPOSITORY), str(folder), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths)),
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000),
            "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
