@@ -22,6 +22,7 @@ import torch
 from megatron_hope.integrations import launcher
 from megatron_hope.integrations.megatron_lm import megatron_lm_argv
 from tests.data import megatron_lm
+from tests.distributed import run_on_ranks
 
 pytestmark = pytest.mark.megatron_lm
 
@@ -100,17 +101,24 @@ def test_megatron_lm_loop_trains_hope(trained):
     assert losses[TRAIN_ITERS] < losses[1]
 
 
+def _loaded_rotary(rank, save):
+    from megatron_hope.training.model_loading import load_model_from_checkpoint
+
+    loaded = load_model_from_checkpoint(save)
+    logits = loaded.logits(torch.arange(SEQ_LENGTH).remainder(loaded.vocab_size)[None])
+    return {"inv_freq": loaded.model.rotary_pos_emb.inv_freq.cpu().tolist(),
+            "finite": bool(torch.isfinite(logits).all())}
+
+
 def test_checkpoint_carries_hope_settings_for_our_tools(trained):
     from megatron_hope.rope.config import PositionEncodingConfig
-    from megatron_hope.training.model_loading import load_model_from_checkpoint
 
     directory = trained["save"] / f"iter_{TRAIN_ITERS:07d}"
     metadata = json.loads((directory / "hope_run.json").read_text())
     expected = PositionEncodingConfig("hope", 16, 10000.0, SEQ_LENGTH)
     assert metadata["position_encoding"] == expected.to_dict()
     assert metadata["layout"]["tensor_model_parallel_size"] == 1
-    loaded = load_model_from_checkpoint(trained["save"])
-    rotary = loaded.model.rotary_pos_emb
-    torch.testing.assert_close(rotary.inv_freq.cpu(), expected.inv_freq(), rtol=0, atol=0)
-    logits = loaded.logits(torch.arange(SEQ_LENGTH).remainder(loaded.vocab_size)[None])
-    assert torch.isfinite(logits).all()
+    # In a fresh process: loading initialises megatron-core's parallel state.
+    [loaded] = run_on_ranks(1, _loaded_rotary, str(trained["save"]))
+    assert loaded["inv_freq"] == expected.inv_freq().tolist()
+    assert loaded["finite"]
