@@ -174,7 +174,7 @@ def architecture_from_args(args: argparse.Namespace) -> ModelArchitecture | None
         bf16=args.bf16,
         fp8_format=args.fp8,
         fp8_recipe=getattr(args, "fp8_recipe", "delayed"),
-        apply_rope_fusion=False,  # validate_args turns it off for every type but rope
+        apply_rope_fusion=False,  # a kernel choice of the run, not of the model: loads set it
     )
 
 
