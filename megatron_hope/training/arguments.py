@@ -49,15 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--fp8-recipe", choices=FP8_RECIPES, default="delayed")
     model.add_argument("--apply-rope-fusion", action="store_true")
 
-    rope = parser.add_argument_group("position encoding")
-    # Not `choices=`: an unknown type gets the library's message, which lists the valid ones.
-    rope.add_argument("--position-embedding-type", default="hope",
-                      help=f"one of {', '.join(POSITION_ENCODING_TYPES)} (default hope)")
-    rope.add_argument("--rotary-base", type=float, default=10000.0)
-    rope.add_argument("--hope-train-length", type=int, default=None,
-                      help="L of the HoPE paper's eq. 6 (default: --seq-length)")
-    rope.add_argument("--rope-fraction", type=float, default=None,
-                      help="p-RoPE: fraction of pairs (highest frequencies first) that rotate")
+    add_position_encoding_arguments(parser)
 
     parallel = parser.add_argument_group("parallelism")
     parallel.add_argument("--tensor-model-parallel-size", type=int, default=1)
@@ -106,6 +98,33 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--tensorboard-dir", default=None)
     log.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
     return parser
+
+
+def add_position_encoding_arguments(
+    parser: argparse.ArgumentParser,
+    rotary_base: bool = True,
+    type_flag: str = "--position-embedding-type",
+    default_type: str | None = "hope",
+) -> argparse._ArgumentGroup:
+    """The HoPE flags, declared once for `hope-pretrain` and for Megatron-LM's own parser.
+
+    For Megatron-LM's parser (`megatron_hope.integrations.megatron_lm`), `rotary_base=False`
+    leaves `--rotary-base` to Megatron-LM and the type goes under `type_flag`
+    (`--hope-position-embedding-type`), since Megatron-LM keeps its own
+    `--position-embedding-type` with fixed choices.
+    """
+    rope = parser.add_argument_group("position encoding")
+    # Not `choices=`: an unknown type gets the library's message, which lists the valid ones.
+    rope.add_argument(type_flag, default=default_type,
+                      help=f"one of {', '.join(POSITION_ENCODING_TYPES)} (default "
+                      f"{default_type})")
+    if rotary_base:
+        rope.add_argument("--rotary-base", type=float, default=10000.0)
+    rope.add_argument("--hope-train-length", type=int, default=None,
+                      help="L of the HoPE paper's eq. 6 (default: --seq-length)")
+    rope.add_argument("--rope-fraction", type=float, default=None,
+                      help="p-RoPE: fraction of pairs (highest frequencies first) that rotate")
+    return rope
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:

@@ -20,6 +20,7 @@ the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -34,6 +35,8 @@ import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+from megatron_hope.megatron.model import ModelArchitecture
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,51 @@ def read_run_metadata(load_dir: str | Path, iteration: int | None = None) -> dic
     if not path.is_file():
         raise ValueError(f"{path} is missing: the checkpoint directory is incomplete")
     return json.loads(path.read_text())
+
+
+def run_metadata(
+    arch: ModelArchitecture,
+    padded_vocab_size: int,
+    tokenizer_type: str | None,
+    tokenizer_model: str | None,
+    args: dict[str, Any],
+) -> dict[str, Any]:
+    """The run settings written beside every checkpoint (`hope_run.json`), by `hope-pretrain`
+    and by Megatron-LM's loop through `megatron_hope.integrations.megatron_lm` alike."""
+    import megatron.core
+
+    import megatron_hope
+
+    return {
+        "format": "megatron-hope/1",
+        "megatron_hope_version": megatron_hope.__version__,
+        "megatron_core_version": getattr(megatron.core, "__version__", "unknown"),
+        "position_encoding": arch.position_encoding.to_dict(),
+        "inv_freq": arch.position_encoding.inv_freq().tolist(),
+        "rotated_pairs": arch.position_encoding.rotated_pairs,
+        "arch": {k: v for k, v in dataclasses.asdict(arch).items() if k != "position_encoding"},
+        "padded_vocab_size": padded_vocab_size,
+        "tokenizer": {"type": tokenizer_type,
+                      "model": str(Path(tokenizer_model).resolve()) if tokenizer_model else None},
+        "args": _jsonable(args),
+    }
+
+
+def write_run_metadata(directory: str | Path, metadata: dict[str, Any]) -> Path:
+    """`directory/hope_run.json` (rank 0 writes it)."""
+    path = Path(directory) / RUN_METADATA_FILENAME
+    path.write_text(json.dumps(metadata, indent=2) + "\n")
+    return path
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -173,7 +221,7 @@ def _model_sharded_state_dict(model_chunks) -> dict[str, Any]:
     return {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(model_chunks)}
 
 
-def _layout() -> dict[str, int]:
+def layout() -> dict[str, int]:
     return {
         "tensor_model_parallel_size": parallel_state.get_tensor_model_parallel_world_size(),
         "pipeline_model_parallel_size": parallel_state.get_pipeline_model_parallel_world_size(),
@@ -226,8 +274,8 @@ def save_checkpoint(
 
     if rank == 0:
         metadata = dict(run_metadata, iteration=state.iteration,
-                        consumed_train_samples=state.consumed_train_samples, layout=_layout())
-        (staging / RUN_METADATA_FILENAME).write_text(json.dumps(metadata, indent=2) + "\n")
+                        consumed_train_samples=state.consumed_train_samples, layout=layout())
+        write_run_metadata(staging, metadata)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
@@ -261,7 +309,7 @@ def load_checkpoint(
         )
     metadata = read_run_metadata(load_dir, iteration)
     saved_layout = metadata.get("layout", {})
-    current = _layout()
+    current = layout()
     same_model_parallel = all(
         saved_layout.get(key) == current[key]
         for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size")

@@ -28,7 +28,6 @@ from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.transformer.module import Float16Module
 
-import megatron_hope
 from megatron_hope.megatron.model import (
     build_model,
     build_transformer_config,
@@ -212,23 +211,10 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------
 
     def run_metadata(self) -> dict[str, Any]:
-        import megatron.core
-
-        return {
-            "format": "megatron-hope/1",
-            "megatron_hope_version": megatron_hope.__version__,
-            "megatron_core_version": getattr(megatron.core, "__version__", "unknown"),
-            "position_encoding": self.arch.position_encoding.to_dict(),
-            "inv_freq": self.arch.position_encoding.inv_freq().tolist(),
-            "rotated_pairs": self.arch.position_encoding.rotated_pairs,
-            "arch": {k: v for k, v in dataclasses.asdict(self.arch).items()
-                     if k != "position_encoding"},
-            "padded_vocab_size": self.padded_vocab_size,
-            "tokenizer": {"type": self.config.tokenizer_type,
-                          "model": str(Path(model).resolve())
-                          if (model := self.config.tokenizer_model) else None},
-            "args": _jsonable(dataclasses.asdict(self.config)),
-        }
+        return checkpointing.run_metadata(
+            self.arch, self.padded_vocab_size, self.config.tokenizer_type,
+            self.config.tokenizer_model, dataclasses.asdict(self.config),
+        )
 
     def save(self) -> str:
         path = checkpointing.save_checkpoint(
@@ -311,16 +297,6 @@ def _saved_padded_vocab_size(load_dir: str | None) -> int | None:
     if load_dir is None or not (Path(load_dir) / checkpointing.TRACKER_FILENAME).is_file():
         return None
     return checkpointing.read_run_metadata(load_dir).get("padded_vocab_size")
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def _build_datasets(config: PretrainConfig, trainer: Trainer):

@@ -233,6 +233,10 @@ class Patches:
         self._applied.append((owner, name, owner.__dict__.get(name, getattr(owner, name))))
         setattr(owner, name, value)
 
+    def set(self, owner: Any, name: str, value: Any) -> None:
+        """Replace `owner.name` by `value`, remembering the original for `restore()`."""
+        self._set(owner, name, value)
+
     def apply_base(self) -> None:
         """Patches 1-8: what megatron-core needs to run on the host at all."""
         from megatron.core.tensor_parallel import random as mcore_random

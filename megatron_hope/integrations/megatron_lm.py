@@ -1,0 +1,220 @@
+"""HoPE in Megatron-LM's own training loop: its `pretrain()`, `forward_step` and datasets, our
+model. Megatron-LM's `megatron/training` is not in the megatron-core wheel: a checkout of the tag
+that pairs with the installed megatron-core must be importable (see `tools/pretrain_hope_gpt.py`).
+
+Usable from a user's own Megatron-LM script too:
+
+    from megatron_hope.integrations.megatron_lm import add_hope_arguments, hope_gpt_builder
+    pretrain(train_valid_test_datasets_provider, partial(model_provider, hope_gpt_builder),
+             ModelType.encoder_or_decoder, forward_step, extra_args_provider=add_hope_arguments)
+    # flags: --position-embedding-type rope --hope-position-embedding-type hope ...
+
+- `add_hope_arguments` (an `extra_args_provider`) and `megatron_lm_argv`: `hope-pretrain`'s
+  HoPE flags on Megatron-LM's parser (see `add_hope_arguments` for the type's spelling there).
+- `hope_gpt_builder`: Megatron-LM's `gpt_builder` signature. It runs Megatron-LM's own
+  `gpt_builder` (specs, MoE, MTP, VPP stage, `pg_collection`, yaml config: every choice stays
+  upstream's) and only swaps the class it instantiates for `HopeGPTModel`. Without a HoPE
+  type (Megatron-LM's learned_absolute, yarn, mrope, relative, or its RoPE with
+  `--rotary-percent`) it is Megatron-LM's GPTModel, unchanged.
+- `write_checkpoint_run_metadata`: `hope_run.json` beside a checkpoint Megatron-LM saved, as
+  `hope-pretrain` writes it, so `hope-convert`, `hope-eval` and `hope-pretrain --load` read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+from pathlib import Path
+from typing import Any
+
+from megatron_hope.megatron.model import HopeGPTModel, ModelArchitecture
+from megatron_hope.rope.config import PositionEncodingConfig
+from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
+from megatron_hope.training import checkpointing
+from megatron_hope.training.arguments import add_position_encoding_arguments
+
+HOPE_TYPE_FLAG = "--hope-position-embedding-type"
+"""Where Megatron-LM's parser carries our type (see `megatron_lm_argv`)."""
+
+
+def add_hope_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Megatron-LM `extra_args_provider`: `--hope-train-length` and `--rope-fraction` with
+    `hope-pretrain`'s names and meanings, and the type as `--hope-position-embedding-type`.
+
+    Megatron-LM's `--position-embedding-type` keeps its declaration: `pretrain()` parses
+    sys.argv a second time with Megatron-LM's parser alone (`ft_integration.setup`, in-process
+    restart), where `hope` would be an invalid choice. `megatron_lm_argv` turns the user's
+    `--position-embedding-type hope` into `rope` (HoPE is a rotary embedding to Megatron-LM)
+    plus `--hope-position-embedding-type hope`. `--rotary-base` stays Megatron-LM's.
+    """
+    add_position_encoding_arguments(parser, rotary_base=False, type_flag=HOPE_TYPE_FLAG,
+                                    default_type=None)
+    return parser
+
+
+def megatron_lm_argv(argv: list[str]) -> list[str]:
+    """The user's flags (`hope-pretrain`'s `--position-embedding-type`, default hope) in the
+    form Megatron-LM's parser takes; Megatron-LM's own types pass through unchanged."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--position-embedding-type", default="hope")
+    known, rest = parser.parse_known_args(argv)
+    kind = known.position_embedding_type
+    if kind not in POSITION_ENCODING_TYPES:
+        return [*rest, "--position-embedding-type", kind]
+    megatron_kind = "none" if kind == "none" else "rope"
+    return [*rest, "--position-embedding-type", megatron_kind, HOPE_TYPE_FLAG, kind]
+
+
+def position_encoding_from_args(args: argparse.Namespace) -> PositionEncodingConfig | None:
+    """Our position encoding for Megatron-LM's parsed args; None where Megatron-LM's own model
+    is the right one (no `--hope-position-embedding-type`: its own types, RoPE over a
+    `--rotary-percent` fraction)."""
+    kind = args.hope_position_embedding_type
+    if kind is None:
+        if args.hope_train_length is not None or args.rope_fraction is not None:
+            raise ValueError(
+                "--hope-train-length/--rope-fraction need a HoPE-family type: "
+                f"{HOPE_TYPE_FLAG} (or, through tools/pretrain_hope_gpt.py, "
+                "--position-embedding-type) one of " + ", ".join(POSITION_ENCODING_TYPES)
+            )
+        return None
+    rotary_percent = getattr(args, "rotary_percent", 1.0)
+    if kind not in POSITION_ENCODING_TYPES:
+        raise ValueError(
+            f"--position-embedding-type {kind!r} is not one of "
+            f"{', '.join(POSITION_ENCODING_TYPES)}"
+        )
+    if rotary_percent != 1.0:
+        raise ValueError(
+            f"--rotary-percent {rotary_percent} re-spreads RoPE's frequencies over part of the "
+            f"head; --position-embedding-type {kind} decides which pairs rotate itself: drop "
+            "--rotary-percent (p-RoPE's fraction is --rope-fraction)"
+        )
+    if getattr(args, "use_rope_scaling", False):
+        raise ValueError(
+            f"--use-rope-scaling (Llama 3.1 frequency scaling) is not defined for "
+            f"--position-embedding-type {kind}; drop it"
+        )
+    kv_channels = args.kv_channels or args.hidden_size // args.num_attention_heads
+    return PositionEncodingConfig(
+        position_embedding_type=kind,
+        kv_channels=kv_channels,
+        rotary_base=float(args.rotary_base),
+        hope_train_length=args.hope_train_length or args.seq_length,
+        rope_fraction=args.rope_fraction,
+    )
+
+
+def _hope_model_class(encoding: PositionEncodingConfig):
+    """Stands in for `GPTModel` in Megatron-LM's `gpt_builder`: takes the keywords it passes and
+    builds `HopeGPTModel`, whose rotary module is decided by `encoding` alone."""
+
+    def build(*, position_embedding_type=None, rotary_percent=1.0, rotary_base=None,
+              rope_scaling=False, **gpt_model_kwargs) -> HopeGPTModel:
+        return HopeGPTModel(position_encoding=encoding, **gpt_model_kwargs)
+
+    return build
+
+
+@contextlib.contextmanager
+def _builds(module: Any, class_name: str, replacement: Any):
+    """`module.class_name` is `replacement` for the duration of one model build."""
+    if not hasattr(module, class_name):
+        raise ValueError(
+            f"{module.__name__} has no {class_name}: this Megatron-LM version is not one "
+            "megatron-hope plugs into (tested: core_v0.16.1, core_v0.19.0)"
+        )
+    original = getattr(module, class_name)
+    setattr(module, class_name, replacement)
+    try:
+        yield
+    finally:
+        setattr(module, class_name, original)
+
+
+def hope_gpt_builder(args, pre_process, post_process, vp_stage=None, config=None,
+                     pg_collection=None):
+    """Megatron-LM's `gpt_builder`, building `HopeGPTModel` (see the module docstring)."""
+    import gpt_builders  # Megatron-LM's, beside its pretrain_gpt.py
+
+    encoding = position_encoding_from_args(args)
+    if encoding is None:
+        return gpt_builders.gpt_builder(args, pre_process, post_process, vp_stage,
+                                        config=config, pg_collection=pg_collection)
+    with _builds(gpt_builders, "GPTModel", _hope_model_class(encoding)):
+        return gpt_builders.gpt_builder(args, pre_process, post_process, vp_stage,
+                                        config=config, pg_collection=pg_collection)
+
+
+def architecture_from_args(args: argparse.Namespace) -> ModelArchitecture | None:
+    """The `ModelArchitecture` Megatron-LM's parsed (and validated) args describe."""
+    encoding = position_encoding_from_args(args)
+    if encoding is None:
+        return None
+    return ModelArchitecture(
+        num_layers=args.num_layers,
+        hidden_size=args.hidden_size,
+        num_attention_heads=args.num_attention_heads,
+        vocab_size=getattr(args, "vocab_size", None) or args.padded_vocab_size,
+        seq_length=args.seq_length,
+        ffn_hidden_size=args.ffn_hidden_size,
+        num_query_groups=args.num_query_groups if args.group_query_attention else None,
+        kv_channels=encoding.kv_channels,
+        max_position_embeddings=args.max_position_embeddings,
+        position_encoding=encoding,
+        swiglu=args.swiglu,
+        normalization=args.normalization,
+        untie_embeddings_and_output_weights=args.untie_embeddings_and_output_weights,
+        add_bias_linear=args.add_bias_linear,
+        init_method_std=args.init_method_std,
+        hidden_dropout=args.hidden_dropout,
+        attention_dropout=args.attention_dropout,
+        transformer_impl=args.transformer_impl,
+        bf16=args.bf16,
+        fp8_format=args.fp8,
+        fp8_recipe=getattr(args, "fp8_recipe", "delayed"),
+        apply_rope_fusion=False,  # a kernel choice of the run, not of the model: loads set it
+    )
+
+
+def run_metadata_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`hope_run.json`'s content for a Megatron-LM run (None for Megatron-LM's own types)."""
+    arch = architecture_from_args(args)
+    if arch is None:
+        return None
+    settings = {key: value for key, value in vars(args).items() if not key.startswith("_")}
+    settings["trained_with"] = "megatron-lm pretrain()"
+    return checkpointing.run_metadata(
+        arch, args.padded_vocab_size, args.tokenizer_type,
+        getattr(args, "tokenizer_model", None), settings,
+    )
+
+
+def write_checkpoint_run_metadata(args: argparse.Namespace, iteration: int) -> Path | None:
+    """Rank 0 writes `hope_run.json` into the checkpoint Megatron-LM saved at `iteration`."""
+    import torch.distributed as dist
+
+    metadata = run_metadata_from_args(args)
+    if metadata is None or args.save is None or (dist.is_initialized() and dist.get_rank()):
+        return None
+    directory = checkpointing.checkpoint_dir(args.save, iteration)
+    directory.mkdir(parents=True, exist_ok=True)  # an async save may not have made it yet
+    metadata.update(iteration=iteration,
+                    consumed_train_samples=getattr(args, "consumed_train_samples", 0),
+                    layout=checkpointing.layout())
+    return checkpointing.write_run_metadata(directory, metadata)
+
+
+def saving_run_metadata(save_checkpoint):
+    """Megatron-LM's `save_checkpoint(iteration, ...)`, followed by `hope_run.json`."""
+
+    @functools.wraps(save_checkpoint)
+    def save(iteration, *args, **kwargs):
+        result = save_checkpoint(iteration, *args, **kwargs)
+        from megatron.training import get_args
+
+        write_checkpoint_run_metadata(get_args(), iteration)
+        return result
+
+    return save
