@@ -1,4 +1,4 @@
-"""What every megatron-hope tokenizer shares: megatron-core's base class and a content identity.
+"""What every megatron-hope tokenizer shares: megatron-core's tokenizer interface and an identity.
 
 megatron-core's datasets read only `vocab_size`, `eod`, `pad`, `eos` and `unique_identifiers`
 (the last names the index cache); our preprocessing and evaluation also use `tokenize`,
@@ -13,15 +13,13 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-try:
-    # The base that GPTDatasetConfig annotates its tokenizer with (0.14 onwards, 0.19 included).
-    from megatron.core.tokenizers import MegatronTokenizerBase as _TokenizerBase
-except ImportError:  # older megatron-core: only the legacy base exists
-    from megatron.core.datasets.megatron_tokenizer import MegatronLegacyTokenizer as _TokenizerBase
 
+class BaseHopeTokenizer:
+    """The interface megatron-core's tokenizer base declares, plus our identity and helpers.
 
-class BaseHopeTokenizer(_TokenizerBase):
-    """megatron-core's tokenizer base plus the identity and helpers our tools rely on.
+    Not a subclass of `megatron.core.tokenizers.MegatronTokenizerBase`: that is an abstract class
+    with no behaviour megatron-core's datasets rely on (they never check the type), and importing
+    it pulls in all of megatron-core and torch, 3 s of `hope-preprocess`'s start-up.
 
     Subclasses call `_init_identity` and implement `encode_batch`, `vocab_size`, `eod`.
     """
@@ -37,10 +35,6 @@ class BaseHopeTokenizer(_TokenizerBase):
 
     def _init_identity(self, path: str | os.PathLike | None, identity: bytes, **settings) -> None:
         """`path` names the tokenizer; `identity` is its content; `settings` change its ids."""
-        if _TokenizerBase.__name__ == "MegatronTokenizerBase":
-            super().__init__(str(path), {})
-        else:
-            super().__init__(str(path))
         self.path = None if path is None else Path(path)
         """The file or directory this tokenizer was read from."""
         self._sha256 = hashlib.sha256(identity).hexdigest()

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from tests.megatron_lm_archive import (  # noqa: F401 (re-exported for the parity tests)
+    REPOSITORY,
     archive_tag,
     missing_archive_reason,
     unpack,

@@ -157,7 +157,7 @@ def test_fp8_hybrid_trains_close_to_bf16(initial, tmp_path, recipe):
 
 
 @needs_te
-def test_hope_hybrid_model_runs_forward_and_backward(single_rank_gpu):
+def test_hope_hybrid_model_runs_forward_and_backward(single_rank_megatron):
     from megatron.core.models.hybrid.hybrid_layer_specs import hybrid_stack_spec
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
     from megatron.core.transformer import TransformerConfig

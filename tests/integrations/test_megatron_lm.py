@@ -56,7 +56,7 @@ def trained(tmp_path_factory):
     from megatron_hope.data.sample_data import prepare_sample_data
 
     work = tmp_path_factory.mktemp("megatron_lm_loop")
-    folder = megatron_lm.unpack(work)
+    folder = megatron_lm.unpack()
     sample = prepare_sample_data(work / "data", vocab_size=600, max_bytes=300_000)
     save = work / "checkpoints"
     flags = [

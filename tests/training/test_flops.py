@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch.distributed as dist
-from megatron.core import parallel_state, tensor_parallel
 
 from megatron_hope.megatron.model import ModelArchitecture, build_model, build_transformer_config
 from megatron_hope.rope.config import PositionEncodingConfig
@@ -231,22 +228,6 @@ def test_parameter_count_matches_the_built_model(name, single_rank_megatron):
     assert num_parameters(arch, vocab) == sum(p.numel() for p in model.parameters())
 
 
-@pytest.fixture(scope="module")
-def single_rank_megatron():
-    """A one-rank gloo group with megatron-core's parallel state (as tests/megatron/conftest)."""
-    created = not dist.is_initialized()
-    if created:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
-                                world_size=1)
-    parallel_state.initialize_model_parallel()
-    tensor_parallel.model_parallel_cuda_manual_seed(1234)
-    yield
-    parallel_state.destroy_model_parallel()
-    if created:
-        dist.destroy_process_group()
 
 
 def test_peaks_and_mfu():
