@@ -19,9 +19,12 @@ applies. `--eod-token` (ours) names the EOD token of a tokenizer that has none o
 from __future__ import annotations
 
 import argparse
-import inspect
+import ast
+import functools
+import importlib.metadata
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 SUPPORTED_TOKENIZER_TYPES = (
     "HuggingFaceTokenizer",
@@ -144,23 +147,36 @@ def add_tokenizer_arguments(
     return group
 
 
+@functools.cache
 def megatron_includes_special_tokens() -> bool:
     """Whether Megatron-LM's HuggingFaceTokenizer includes special tokens by default here.
 
     megatron-core's `HuggingFaceTokenizer(include_special_tokens=...)` default follows the
     Megatron-LM release it ships with (False at 0.16.1, True at 0.19.x), so it is read from the
-    installed class.
+    installed class's source: importing it would pull in all of megatron-core and torch (seconds
+    of `hope-preprocess` start-up for one boolean).
     """
     try:
-        from megatron.core.tokenizers.text.libraries.huggingface_tokenizer import (
-            HuggingFaceTokenizer,
+        source = importlib.metadata.distribution("megatron-core").locate_file(
+            "megatron/core/tokenizers/text/libraries/huggingface_tokenizer.py"
         )
-    except ImportError:
+        tree = ast.parse(Path(source).read_text(encoding="utf-8"))
+    except (importlib.metadata.PackageNotFoundError, OSError, SyntaxError):
         return False
-    parameter = inspect.signature(HuggingFaceTokenizer.__init__).parameters.get(
-        "include_special_tokens"
-    )
-    return bool(parameter is not None and parameter.default is True)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "HuggingFaceTokenizer":
+            init = next((item for item in node.body
+                         if isinstance(item, ast.FunctionDef) and item.name == "__init__"), None)
+            if init is None:
+                return False
+            arguments = init.args
+            named = arguments.args[len(arguments.args) - len(arguments.defaults):]
+            pairs = [*zip(named, arguments.defaults, strict=True),
+                     *zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True)]
+            for argument, default in pairs:
+                if argument.arg == "include_special_tokens":
+                    return isinstance(default, ast.Constant) and default.value is True
+    return False
 
 
 def build_tokenizer(
