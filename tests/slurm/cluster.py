@@ -196,10 +196,14 @@ def _stop(pid_file: Path) -> None:
 def slurm_cluster(cpus: int | None = None) -> Iterator[SlurmCluster]:
     """Start munged, slurmctld and slurmd under a temporary directory; stop and remove them after.
 
-    Skips the calling test (pytest.skip) when Slurm/munge are not installed or not root.
+    Skips the calling test (pytest.skip) when Slurm/munge are not installed or not root, and
+    fails it instead where `MEGATRON_HOPE_REQUIRE_SLURM=1` (CI installs Slurm: a skip there would
+    hide that the Slurm tests never ran).
     """
     reason = missing_requirements()
     if reason:
+        if os.environ.get("MEGATRON_HOPE_REQUIRE_SLURM") == "1":
+            pytest.fail(f"MEGATRON_HOPE_REQUIRE_SLURM=1 but {reason}")
         pytest.skip(reason)
     munge_user = pwd.getpwnam("munge")
     node = socket.gethostname().split(".")[0]
