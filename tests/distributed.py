@@ -79,6 +79,10 @@ def _worker(
     # Own process group, so that the parent can reap whatever the rank started (dist_checkpointing
     # keeps a spawned multiprocessing Manager alive for the life of the process).
     os.setpgid(0, 0)
+    # Multi-rank tests mean the host: N gloo ranks through the CPU shim, on a GPU machine too (one
+    # GPU cannot hold N NCCL ranks, and gloo has no reduce-scatter for CUDA tensors). The GPU
+    # path is covered by tests/gpu and the in-process tests, which follow the device.
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),

@@ -62,6 +62,7 @@ def job_env(cluster: SlurmCluster) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["MASTER_PORT"] = str(_free_port())
     env["OMP_NUM_THREADS"] = "1"
+    env["CUDA_VISIBLE_DEVICES"] = ""  # two ranks on one node mean the host (gloo, CPU shim)
     try:
         socket.gethostbyname(cluster.node)
     except OSError:  # a runner whose hostname does not resolve: gloo could not use it either

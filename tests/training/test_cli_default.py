@@ -38,7 +38,8 @@ def test_torchrun_default_run(tmp_path):
     ]
     repo = str(Path(__file__).resolve().parents[2])
     pythonpath = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
+    # Two ranks mean the host (gloo through the CPU shim), on a one-GPU machine too.
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=pythonpath, CUDA_VISIBLE_DEVICES="")
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
