@@ -194,8 +194,10 @@ def build_transformer_config(
     pipeline_model_parallel_size: int = 1,
     context_parallel_size: int = 1,
     use_cpu_initialization: bool | None = None,
+    **overrides,
 ) -> TransformerConfig:
-    """megatron-core's TransformerConfig for `arch` at the given parallel sizes."""
+    """megatron-core's TransformerConfig for `arch` at the given parallel sizes; `overrides` are
+    further TransformerConfig fields (recompute, sequence parallelism, per-token loss, ...)."""
     if use_cpu_initialization is None:
         use_cpu_initialization = not torch.cuda.is_available()
     dtype = torch.bfloat16 if arch.bf16 else torch.float32
@@ -229,7 +231,7 @@ def build_transformer_config(
         masked_softmax_fusion=arch.transformer_impl == "transformer_engine",
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
-        **extra,
+        **{**extra, **overrides},
     )
 
 

@@ -16,6 +16,11 @@ from megatron_hope.megatron.model import (
 from megatron_hope.rope.config import PositionEncodingConfig
 from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
 from megatron_hope.training.config import LR_DECAY_STYLES, PretrainConfig
+from megatron_hope.training.feature_checks import (
+    CP_COMM_TYPES,
+    RECOMPUTE_GRANULARITIES,
+    RECOMPUTE_METHODS,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--bf16", action="store_true")
     model.add_argument("--fp8-format", choices=FP8_FORMATS, default=None)
     model.add_argument("--fp8-recipe", choices=FP8_RECIPES, default="delayed")
+    model.add_argument("--fp8-param-gather", action="store_true",
+                       help="FP8 compute weights, all-gathered in FP8 (TE, distributed optimizer)")
     model.add_argument("--apply-rope-fusion", action="store_true")
 
     add_position_encoding_arguments(parser)
@@ -55,12 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--tensor-model-parallel-size", type=int, default=1)
     parallel.add_argument("--pipeline-model-parallel-size", type=int, default=1)
     parallel.add_argument("--context-parallel-size", type=int, default=1)
+    parallel.add_argument("--cp-comm-type", choices=CP_COMM_TYPES, default="p2p")
+    parallel.add_argument("--num-layers-per-virtual-pipeline-stage", type=int, default=None,
+                          help="interleaved 1F1B schedule")
+    parallel.add_argument("--sequence-parallel", action="store_true",
+                          help="shard norms/dropout over the sequence in TP (TE spec)")
     parallel.add_argument("--use-distributed-optimizer", action="store_true")
+    parallel.add_argument("--overlap-grad-reduce", action="store_true",
+                          help="overlap the DP gradient reduction with the backward pass")
+    parallel.add_argument("--overlap-param-gather", action="store_true",
+                          help="overlap the distributed optimizer's all-gather with the forward")
+    parallel.add_argument("--ddp-bucket-size", type=int, default=None,
+                          help="elements per DP communication bucket")
+    parallel.add_argument("--distributed-timeout-minutes", type=int, default=10)
 
     training = parser.add_argument_group("training")
     training.add_argument("--micro-batch-size", type=int, default=8)
     training.add_argument("--global-batch-size", type=int, default=None)
     training.add_argument("--train-iters", type=int, default=300)
+    training.add_argument("--train-samples", type=int, default=None,
+                          help="instead of --train-iters: samples to train on")
     training.add_argument("--lr", type=float, default=1e-3)
     training.add_argument("--min-lr", type=float, default=1e-4)
     training.add_argument("--lr-warmup-iters", type=int, default=20)
@@ -72,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--adam-eps", type=float, default=1e-8)
     training.add_argument("--clip-grad", type=float, default=1.0)
     training.add_argument("--seed", type=int, default=1234)
+    training.add_argument("--recompute-granularity", choices=RECOMPUTE_GRANULARITIES,
+                          default=None)
+    training.add_argument("--recompute-method", choices=RECOMPUTE_METHODS, default=None)
+    training.add_argument("--recompute-num-layers", type=int, default=None)
+    training.add_argument("--calculate-per-token-loss", action="store_true")
+    training.add_argument("--check-for-nan-in-loss-and-grad",
+                          action=argparse.BooleanOptionalAction, default=False,
+                          help="megatron-core's NaN check of reduced gradients (Megatron-LM "
+                          "defaults it on)")
+    training.add_argument("--exit-duration-in-mins", type=float, default=None)
+    training.add_argument("--manual-gc", action="store_true",
+                          help="disable automatic GC; collect at --manual-gc-interval and eval")
+    training.add_argument("--manual-gc-interval", type=int, default=0)
 
     data = parser.add_argument_group("data")
     data.add_argument("--data-path", nargs="+", default=None,
@@ -80,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-cache-path", default=None)
     data.add_argument("--num-workers", type=int, default=2,
                       help="DataLoader worker processes per rank (0: load in the training process)")
+    data.add_argument("--mock-data", action="store_true",
+                      help="random tokens (benchmarks); no --data-path")
+    data.add_argument("--reset-position-ids", action="store_true")
+    data.add_argument("--reset-attention-mask", action="store_true")
+    data.add_argument("--eod-mask-loss", action="store_true")
     add_tokenizer_arguments(parser)
 
     ckpt = parser.add_argument_group("checkpointing")
@@ -90,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--no-load-rng", action="store_true")
     ckpt.add_argument("--exit-interval", type=int, default=None)
     ckpt.add_argument("--exit-signal-handler", action="store_true")
+    ckpt.add_argument("--async-save", action="store_true")
 
     log = parser.add_argument_group("logging and evaluation")
     log.add_argument("--eval-interval", type=int, default=100)
@@ -97,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--log-interval", type=int, default=10)
     log.add_argument("--tensorboard-dir", default=None)
     log.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
+    log.add_argument("--log-throughput", action="store_true",
+                     help="TFLOP/s per GPU and MFU in the iteration line")
+    log.add_argument("--peak-tflops", type=float, default=None,
+                     help="peak TFLOP/s per GPU for MFU (default: from the device name)")
+    log.add_argument("--log-memory-to-tensorboard", action="store_true")
     return parser
 
 

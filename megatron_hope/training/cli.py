@@ -74,9 +74,10 @@ def run(config: PretrainConfig):
     if config.data_path is not None:
         check_tokenizer_and_data(config)
     created = not dist.is_initialized()
-    initialize_distributed(config.tensor_model_parallel_size, config.pipeline_model_parallel_size)
+    initialize_distributed(config.tensor_model_parallel_size, config.pipeline_model_parallel_size,
+                           timeout_minutes=config.distributed_timeout_minutes)
     try:
-        if config.data_path is None:
+        if config.data_path is None and not config.mock_data:
             config = with_embedded_sample(config)
         tokenizer = TokenizerArgs.of(config).build()
         result = pretrain(config, tokenizer)

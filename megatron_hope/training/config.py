@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from megatron_hope.megatron.model import ModelArchitecture
+from megatron_hope.training.feature_checks import check_features
 
 LR_DECAY_STYLES = ("constant", "linear", "cosine", "inverse-square-root", "WSD")
 
@@ -65,12 +66,40 @@ class PretrainConfig:
     context_parallel_size: int = 1
     """Context parallelism needs Transformer Engine's attention (GPU only)."""
     use_distributed_optimizer: bool = False
+    overlap_grad_reduce: bool = False
+    """Overlap the data-parallel gradient reduction with the backward pass."""
+    overlap_param_gather: bool = False
+    """Overlap the distributed optimizer's parameter all-gather with the next forward pass."""
+    ddp_bucket_size: int | None = None
+    """Elements per data-parallel communication bucket (megatron-core's default when None)."""
+    sequence_parallel: bool = False
+    """Shard norms and dropout over the sequence within TP (TE spec; off at TP 1, as upstream)."""
+    num_layers_per_virtual_pipeline_stage: int | None = None
+    """Interleaved 1F1B: layers per virtual stage (needs --pipeline-model-parallel-size > 1)."""
+    cp_comm_type: str = "p2p"
+    """Context-parallel exchange: p2p, a2a, allgather or a2a+p2p (TE attention)."""
+
+    # Memory and numerics.
+    recompute_granularity: str | None = None
+    """full (whole layers) or selective (core attention only)."""
+    recompute_method: str | None = None
+    """uniform or block, with --recompute-granularity full."""
+    recompute_num_layers: int | None = None
+    """Layers per recompute unit (uniform) or recomputed layers per stage (block)."""
+    fp8_param_gather: bool = False
+    """Keep compute weights in FP8 and all-gather them in FP8 (TE, FP8, distributed optimizer)."""
+    calculate_per_token_loss: bool = False
+    """Average the loss over all tokens of the global batch, not per micro-batch."""
+    check_for_nan_in_loss_and_grad: bool = False
+    """megatron-core's NaN check of the reduced gradients (Megatron-LM defaults it on)."""
 
     # Batches and schedule.
     micro_batch_size: int = 8
     global_batch_size: int | None = None
     """Default: micro_batch_size x data-parallel size (one micro-batch per rank per step)."""
     train_iters: int = 300
+    train_samples: int | None = None
+    """Train on this many samples instead: train_iters becomes train_samples // global batch."""
     lr: float = 1e-3
     min_lr: float = 1e-4
     lr_warmup_iters: int = 20
@@ -99,6 +128,14 @@ class PretrainConfig:
     data_cache_path: str | None = None
     num_workers: int = 2
     """DataLoader worker processes per rank (Megatron-LM's --num-workers)."""
+    mock_data: bool = False
+    """Random tokens from megatron-core's MockGPTDataset, for benchmarks (no --data-path)."""
+    reset_position_ids: bool = False
+    """Packed documents: position ids restart after each end-of-document token."""
+    reset_attention_mask: bool = False
+    """Packed documents: attention does not cross end-of-document tokens."""
+    eod_mask_loss: bool = False
+    """Packed documents: no loss on end-of-document tokens."""
 
     # Checkpoints.
     save: str | None = None
@@ -108,6 +145,15 @@ class PretrainConfig:
     no_load_rng: bool = False
     exit_interval: int | None = None
     exit_signal_handler: bool = False
+    exit_duration_in_mins: float | None = None
+    """Save and stop once the run has lasted this long (checked after every step)."""
+    async_save: bool = False
+    """Write checkpoints in the background (megatron-core's async dist_checkpointing)."""
+    distributed_timeout_minutes: int = 10
+    """Timeout of torch.distributed collectives, e.g. the barrier while rank 0 builds indexes."""
+    manual_gc: bool = False
+    """Disable Python's automatic GC; collect at --manual-gc-interval steps and around eval."""
+    manual_gc_interval: int = 0
 
     # Evaluation and logging.
     eval_interval: int = 100
@@ -116,6 +162,12 @@ class PretrainConfig:
     tensorboard_dir: str | None = None
     progress: bool = True
     """tqdm progress bar on the logging rank."""
+    log_throughput: bool = False
+    """TFLOP/s per GPU (Megatron-LM's FLOP count) and MFU in the iteration line."""
+    peak_tflops: float | None = None
+    """Peak TFLOP/s per GPU for MFU; default from the device name (training.flops table)."""
+    log_memory_to_tensorboard: bool = False
+    """CUDA allocator statistics (mem-*-bytes) to TensorBoard every step."""
 
     def __post_init__(self) -> None:
         for name in ("micro_batch_size", "log_interval", "eval_interval", "seed"):
@@ -131,11 +183,6 @@ class PretrainConfig:
             )
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"--min-lr ({self.min_lr}) must lie in [0, --lr ({self.lr})]")
-        if self.context_parallel_size != 1:
-            raise ValueError(
-                f"--context-parallel-size {self.context_parallel_size} needs Transformer Engine "
-                "attention, which this release does not wire up yet; use 1"
-            )
         tp = self.tensor_model_parallel_size
         if tp < 1:
             raise ValueError(f"--tensor-model-parallel-size must be at least 1, got {tp}")
@@ -159,6 +206,7 @@ class PretrainConfig:
             raise ValueError(f"--save-interval must be positive, got {self.save_interval}")
         if self.save_interval is not None and self.save is None:
             raise ValueError("--save-interval needs --save DIR to write checkpoints to")
+        check_features(self)
         if self.data_path is not None:
             self._validate_data()
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.blended_megatron_dataset_config import parse_and_normalize_split
-from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, MockGPTDataset
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import get_blend_from_list
 
@@ -78,32 +79,53 @@ def build_gpt_datasets(
     tokenizer,
     seed: int,
     cache_path: str | None = None,
+    packing: DocumentPacking | None = None,
 ) -> list[GPTDataset | None]:
-    """Train, validation and test datasets (None where a split is unused)."""
-    prefixes, weights = parse_data_path(data_path)
-    check_split_has_documents(prefixes, split, sizes)
+    """Train, validation and test datasets (None where a split is unused).
+
+    `data_path` None builds megatron-core's MockGPTDataset (random tokens: --mock-data)."""
+    packing = packing or DocumentPacking()
+    if data_path is None:
+        blend, dataset_class = None, MockGPTDataset
+    else:
+        prefixes, weights = parse_data_path(data_path)
+        check_split_has_documents(prefixes, split, sizes)
+        blend, dataset_class = (prefixes, weights), GPTDataset
     config = GPTDatasetConfig(
         random_seed=seed,
         sequence_length=seq_length,
-        blend=(prefixes, weights),
+        blend=blend,
         split=split,
         path_to_cache=cache_path,
         tokenizer=tokenizer,
-        reset_position_ids=False,
-        reset_attention_mask=False,
-        eod_mask_loss=False,
-        create_attention_mask=False,
+        reset_position_ids=packing.reset_position_ids,
+        reset_attention_mask=packing.reset_attention_mask,
+        eod_mask_loss=packing.eod_mask_loss,
+        create_attention_mask=packing.reset_attention_mask,
     )
     return BlendedMegatronDatasetBuilder(
-        GPTDataset, sizes.as_list(), lambda: True, config
+        dataset_class, sizes.as_list(), lambda: True, config
     ).build()
+
+
+@dataclass(frozen=True)
+class DocumentPacking:
+    """Megatron-LM's packed-document flags: documents share a sample, separated by EOD."""
+
+    reset_position_ids: bool = False
+    """Position ids restart at 0 after each end-of-document token."""
+    reset_attention_mask: bool = False
+    """Tokens attend only within their document (a `[b, 1, s, s]` mask in the batch)."""
+    eod_mask_loss: bool = False
+    """End-of-document tokens carry no loss."""
 
 
 def collate(samples: Sequence[dict]) -> dict[str, torch.Tensor]:
     """Stack GPTDataset samples into `[b, s]` tensors."""
+    keys = BATCH_KEYS + (("attention_mask",) if "attention_mask" in samples[0] else ())
     return {
         key: torch.stack([torch.as_tensor(np.asarray(sample[key])) for sample in samples])
-        for key in BATCH_KEYS
+        for key in keys
     }
 
 
@@ -170,4 +192,31 @@ def get_batch(data_iterator: Iterable | Iterator) -> dict[str, torch.Tensor]:
     """The next micro-batch, on `torch.cuda.current_device()` (the copy overlaps compute)."""
     batch = next(data_iterator)
     device = torch.cuda.current_device()
-    return {key: batch[key].cuda(device, non_blocking=True) for key in BATCH_KEYS}
+    return {key: value.cuda(device, non_blocking=True) for key, value in batch.items()}
+
+
+def build_train_and_validation(config, global_batch_size: int, tokenizer):
+    """The train and validation datasets of a `PretrainConfig` (rank 0 builds the indexes first)."""
+    gbs = global_batch_size
+    evaluations = (config.train_iters // config.eval_interval + 1) if config.eval_iters else 0
+    sizes = DatasetSizes(
+        train=config.train_iters * gbs,
+        validation=config.eval_iters * gbs if evaluations else 0,
+        test=0,
+    )
+    packing = DocumentPacking(config.reset_position_ids, config.reset_attention_mask,
+                              config.eod_mask_loss)
+
+    def build():
+        return build_gpt_datasets(
+            None if config.mock_data else config.data_path, config.split, sizes,
+            config.arch.seq_length, tokenizer, config.seed, config.data_cache_path,
+            packing,
+        )
+
+    # Rank 0 builds megatron-core's index caches first; the others then read them.
+    datasets = build() if dist.get_rank() == 0 else None
+    dist.barrier()
+    if dist.get_rank() != 0:
+        datasets = build()
+    return datasets[0], datasets[1]

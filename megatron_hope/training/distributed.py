@@ -7,6 +7,7 @@ it is derived from the first host of the node list (as Megatron-LM's Slurm recip
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 import re
@@ -114,10 +115,13 @@ def initialize_distributed(
     tensor_model_parallel_size: int = 1,
     pipeline_model_parallel_size: int = 1,
     context_parallel_size: int = 1,
+    timeout_minutes: int | None = None,
 ) -> LaunchEnvironment:
     """Start torch.distributed (gloo on CPU, nccl on GPU) and megatron-core's parallel groups.
 
     Reuses an already-initialised default process group (e.g. one made by a test harness).
+    `timeout_minutes` (Megatron-LM's --distributed-timeout-minutes) bounds every collective, e.g.
+    the barrier while rank 0 builds the dataset indexes; default torch's (10 minutes).
     Without CUDA, the caller must have switched CPU execution on (`with cpu_execution():`, see
     `megatron_hope.megatron.cpu`): library code never patches torch behind its caller's back.
     """
@@ -143,6 +147,7 @@ def initialize_distributed(
             init_method="env://",
             rank=launch.rank,
             world_size=launch.world_size,
+            **({"timeout": datetime.timedelta(minutes=timeout_minutes)} if timeout_minutes else {}),
         )
     else:
         launch = LaunchEnvironment(

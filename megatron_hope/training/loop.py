@@ -11,19 +11,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
-from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-from megatron.core.distributed.finalize_model_grads import finalize_model_grads
-from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.distributed import DistributedDataParallel
+from megatron.core.optimizer import get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.transformer.module import Float16Module
@@ -36,26 +33,33 @@ from megatron_hope.megatron.model import (
 from megatron_hope.training import checkpointing
 from megatron_hope.training.config import PretrainConfig
 from megatron_hope.training.data import (
-    DatasetSizes,
     build_data_loader,
-    build_gpt_datasets,
-    get_batch,
+    build_train_and_validation,
 )
 from megatron_hope.training.distributed import (
     initialize_distributed,
     set_random_seed,
     shutdown_distributed,
 )
+from megatron_hope.training.megatron_configs import (
+    ddp_config,
+    force_param_sync,
+    optimizer_config,
+    transformer_overrides,
+    wire_overlap,
+)
+from megatron_hope.training.memory import estimate_for
 from megatron_hope.training.reporting import (
     IntervalStats,
     Reporter,
     format_iteration_line,
     format_validation_line,
 )
+from megatron_hope.training.run_control import ExitDuration, ManualGC, SignalFlag
+from megatron_hope.training.step import LOSS_KEY, forward_step, mean_loss
+from megatron_hope.training.throughput import ThroughputMeter, memory_scalars
 
 logger = logging.getLogger(__name__)
-
-LOSS_KEY = "lm loss"
 
 
 @dataclass
@@ -81,57 +85,6 @@ def _unwrap(model):
     return model
 
 
-def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
-    """Mean token loss of one micro-batch; the report is averaged over data-parallel ranks."""
-    losses = output_tensor.float().reshape(-1)
-    mask = loss_mask.float().reshape(-1)
-    loss = torch.sum(losses * mask) / mask.sum().clamp(min=1.0)
-    reported = loss.detach().clone()
-    group = parallel_state.get_data_parallel_group()
-    dist.all_reduce(reported, group=group)
-    reported /= dist.get_world_size(group)
-    return loss, {LOSS_KEY: reported}
-
-
-def forward_step(data_iterator, model):
-    """One micro-batch through one pipeline stage (megatron-core's forward_step_func contract)."""
-    batch = get_batch(data_iterator)
-    output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
-    return output, partial(loss_func, batch["loss_mask"])
-
-
-def _mean_loss(losses_reduced: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    if not losses_reduced:
-        return {}
-    return {
-        key: float(sum(item[key] for item in losses_reduced) / len(losses_reduced))
-        for key in losses_reduced[0]
-    }
-
-
-class _SignalFlag:
-    """Set by SIGTERM (`--exit-signal-handler`): the run saves and stops at the next step."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.received = False
-        self._previous = None
-        if enabled:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.received = True
-
-    def any_rank(self) -> bool:
-        # A device tensor: NCCL (the GPU backend) reduces nothing else.
-        flag = torch.tensor([1.0 if self.received else 0.0], device=torch.cuda.current_device())
-        dist.all_reduce(flag)
-        return bool(flag.item() > 0)
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 class Trainer:
     """State and steps of one run; `pretrain` drives it."""
 
@@ -147,6 +100,7 @@ class Trainer:
             arch,
             tensor_model_parallel_size=config.tensor_model_parallel_size,
             pipeline_model_parallel_size=config.pipeline_model_parallel_size,
+            **transformer_overrides(config),
         )
         self.padded_vocab_size = padded_vocab_size(
             tokenizer.vocab_size,
@@ -165,28 +119,8 @@ class Trainer:
         model.cuda(torch.cuda.current_device())
         if arch.bf16:
             model = Float16Module(self.transformer_config, model)
-        ddp_config = DistributedDataParallelConfig(
-            grad_reduce_in_fp32=True,
-            overlap_grad_reduce=False,
-            use_distributed_optimizer=config.use_distributed_optimizer,
-        )
-        self.model = [DistributedDataParallel(self.transformer_config, ddp_config, model)]
-        self.optimizer = get_megatron_optimizer(
-            OptimizerConfig(
-                optimizer="adam",
-                lr=config.lr,
-                min_lr=config.min_lr,
-                weight_decay=config.weight_decay,
-                adam_beta1=config.adam_beta1,
-                adam_beta2=config.adam_beta2,
-                adam_eps=config.adam_eps,
-                clip_grad=config.clip_grad,
-                bf16=arch.bf16,
-                params_dtype=torch.bfloat16 if arch.bf16 else torch.float32,
-                use_distributed_optimizer=config.use_distributed_optimizer,
-            ),
-            self.model,
-        )
+        self.model = [DistributedDataParallel(self.transformer_config, ddp_config(config), model)]
+        self.optimizer = get_megatron_optimizer(optimizer_config(config), self.model)
         gbs = self.global_batch_size
         decay_iters = config.lr_decay_iters or config.train_iters
         self.scheduler = OptimizerParamScheduler(
@@ -202,9 +136,7 @@ class Trainer:
             wd_incr_steps=max(1, config.train_iters) * gbs,
             wd_incr_style="constant",
         )
-        model_config = self.transformer_config
-        model_config.grad_scale_func = self.optimizer.scale_loss
-        model_config.finalize_model_grads_func = finalize_model_grads
+        wire_overlap(self.transformer_config, self.model, self.optimizer, config)
         self.state = checkpointing.TrainingState()
         self.forward_backward = get_forward_backward_func()
 
@@ -217,6 +149,7 @@ class Trainer:
         )
 
     def save(self) -> str:
+        force_param_sync(self.model, self.config)
         path = checkpointing.save_checkpoint(
             self.config.save, self.state, [_unwrap(m) for m in self.model], self.optimizer,
             self.scheduler, self.run_metadata(),
@@ -272,7 +205,7 @@ class Trainer:
         update_successful, grad_norm, _ = self.optimizer.step()
         if update_successful:
             self.scheduler.step(increment=self.global_batch_size)
-        return _mean_loss(losses), grad_norm, update_successful
+        return mean_loss(losses), grad_norm, update_successful
 
     @torch.no_grad()
     def evaluate(self, dataset) -> dict[str, float]:
@@ -283,6 +216,7 @@ class Trainer:
             parallel_state.get_data_parallel_rank(), self.layout.data_parallel_size,
             self.config.num_workers,
         ))
+        force_param_sync(self.model, self.config)
         for chunk in self.model:
             chunk.eval()
         collected = []
@@ -290,7 +224,7 @@ class Trainer:
             collected.extend(self._run_schedule(iterator, forward_only=True))
         for chunk in self.model:
             chunk.train()
-        return _mean_loss(collected)
+        return mean_loss(collected)
 
 
 def _saved_padded_vocab_size(load_dir: str | None) -> int | None:
@@ -299,43 +233,25 @@ def _saved_padded_vocab_size(load_dir: str | None) -> int | None:
     return checkpointing.read_run_metadata(load_dir).get("padded_vocab_size")
 
 
-def _build_datasets(config: PretrainConfig, trainer: Trainer):
-    gbs = trainer.global_batch_size
-    evaluations = (config.train_iters // config.eval_interval + 1) if config.eval_iters else 0
-    sizes = DatasetSizes(
-        train=config.train_iters * gbs,
-        validation=config.eval_iters * gbs if evaluations else 0,
-        test=0,
-    )
-    # Rank 0 builds megatron-core's index caches first; the others then read them.
-    datasets = None
-    if dist.get_rank() == 0:
-        datasets = build_gpt_datasets(
-            config.data_path, config.split, sizes, config.arch.seq_length, trainer.tokenizer,
-            config.seed, config.data_cache_path,
-        )
-    dist.barrier()
-    if dist.get_rank() != 0:
-        datasets = build_gpt_datasets(
-            config.data_path, config.split, sizes, config.arch.seq_length, trainer.tokenizer,
-            config.seed, config.data_cache_path,
-        )
-    return datasets[0], datasets[1]
-
-
 def pretrain(config: PretrainConfig, tokenizer) -> PretrainResult:
     """Run (or resume) pretraining on the already-resolved data of `config`.
 
     Call on every rank; initialises torch.distributed and megatron-core's groups if needed and
     tears down what it created.
     """
+    started = time.monotonic()  # --exit-duration-in-mins counts set-up, as Megatron-LM's does
     created_group = not dist.is_initialized()
-    initialize_distributed(config.tensor_model_parallel_size, config.pipeline_model_parallel_size)
+    initialize_distributed(config.tensor_model_parallel_size, config.pipeline_model_parallel_size,
+                           timeout_minutes=config.distributed_timeout_minutes)
     try:
         set_random_seed(config.seed)
+        if config.train_samples is not None:
+            # Megatron-LM's --train-samples: iterations of whole global batches.
+            gbs = config.resolved_global_batch_size(config.layout(dist.get_world_size()))
+            config = config.replace(train_iters=config.train_samples // gbs)
         trainer = Trainer(config, tokenizer)
         trainer.load()
-        return _train(config, trainer)
+        return _train(config, trainer, started)
     finally:
         shutdown_distributed(destroy_process_group=created_group)
 
@@ -348,14 +264,23 @@ def _is_logging_rank() -> bool:
     )
 
 
-def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
-    train_dataset, valid_dataset = _build_datasets(config, trainer)
+def _train(config: PretrainConfig, trainer: Trainer, started: float) -> PretrainResult:
+    train_dataset, valid_dataset = build_train_and_validation(
+        config, trainer.global_batch_size, trainer.tokenizer)
     state = trainer.state
     result = PretrainResult(final_iteration=state.iteration, logging_rank=_is_logging_rank())
     last_stage = parallel_state.is_pipeline_last_stage()
     reporter = Reporter(_is_logging_rank(), config.train_iters, state.iteration,
                         config.tensorboard_dir, config.progress)
-    signal_flag = _SignalFlag(config.exit_signal_handler)
+    signal_flag = SignalFlag(config.exit_signal_handler)
+    exit_duration = ExitDuration(config.exit_duration_in_mins, started)
+    manual_gc = ManualGC(config.manual_gc, config.manual_gc_interval)
+    throughput = ThroughputMeter(trainer.arch, trainer.global_batch_size,
+                                 trainer.padded_vocab_size, dist.get_world_size(),
+                                 config.peak_tflops) if config.log_throughput else None
+    if dist.get_rank() == 0:
+        print(estimate_for(config, dist.get_world_size(), trainer.padded_vocab_size).line(),
+              flush=True)
     tokens_per_step = trainer.global_batch_size * config.arch.seq_length
     interval = IntervalStats()
     measured_seconds, measured_steps = 0.0, 0
@@ -375,7 +300,9 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
         if valid_dataset is None or not config.eval_iters or validated_at == state.iteration:
             return
         validated_at = state.iteration
+        manual_gc.around_eval()
         losses = trainer.evaluate(valid_dataset)
+        manual_gc.around_eval()
         if last_stage and losses:
             result.validation_losses[state.iteration] = losses[LOSS_KEY]
             reporter.print(format_validation_line(state.iteration, losses))
@@ -397,6 +324,7 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
             seconds = time.perf_counter() - started
             state.iteration += 1
             state.consumed_train_samples += trainer.global_batch_size
+            manual_gc.after_step(state.iteration)
             if state.iteration > 1 or measured_steps == 0:
                 measured_seconds += seconds
                 measured_steps += 1
@@ -414,18 +342,22 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
                     "learning-rate": trainer.optimizer.param_groups[0]["lr"],
                     "grad-norm": float(grad_norm) if grad_norm is not None else None,
                     "throughput-tokens-per-sec": tokens_per_step / seconds,
+                    **(throughput.scalars(*throughput.figures(seconds)) if throughput else {}),
+                    **(memory_scalars() if config.log_memory_to_tensorboard else {}),
                 })
                 if state.iteration % config.log_interval == 0 or (
                     state.iteration == config.train_iters
                 ):
                     mean_seconds = interval.seconds / max(1, interval.iterations)
+                    flops_fields = (throughput.log_fields(*throughput.figures(mean_seconds))
+                                    if throughput else "")
                     reporter.print(format_iteration_line(
                         state.iteration, config.train_iters, state.consumed_train_samples,
                         1000.0 * mean_seconds, trainer.optimizer.param_groups[0]["lr"],
                         trainer.global_batch_size, interval.mean_losses(),
                         float(grad_norm) if grad_norm is not None else None,
                         tokens_per_step / max(mean_seconds, 1e-9),
-                        skipped_iterations=0 if updated else 1,
+                        skipped_iterations=0 if updated else 1, flops_fields=flops_fields,
                     ))
                     interval = IntervalStats()
             if state.iteration % config.eval_interval == 0:
@@ -440,12 +372,17 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
                 checkpoint_now()
                 result.exit_reason = "SIGTERM"
                 break
+            if exit_duration.expired():
+                checkpoint_now()
+                result.exit_reason = f"exit duration {config.exit_duration_in_mins} min"
+                break
         else:
             if config.train_iters:
                 validate()
             checkpoint_now()
     finally:
         signal_flag.restore()
+        manual_gc.restore()
         reporter.close()
     result.final_iteration = state.iteration
     result.tokens_per_second = tokens_per_step * measured_steps / max(measured_seconds, 1e-9)

@@ -29,12 +29,14 @@ def format_iteration_line(
     tokens_per_second: float,
     skipped_iterations: int = 0,
     nan_iterations: int = 0,
+    flops_fields: str = "",
 ) -> str:
     """One training log line, field by field as Megatron-LM prints it."""
     line = f" [{time.strftime('%Y-%m-%d %H:%M:%S')}]"
     line += f" iteration {iteration:8d}/{train_iters:8d} |"
     line += f" consumed samples: {consumed_samples:12d} |"
     line += f" elapsed time per iteration (ms): {elapsed_ms_per_iteration:.1f} |"
+    line += flops_fields  # --log-throughput: TFLOP/s per GPU (and MFU), where Megatron-LM puts it
     line += f" throughput (tokens/s): {tokens_per_second:.1f} |"
     line += f" learning rate: {learning_rate:.6E} |"
     line += f" global batch size: {global_batch_size:5d} |"

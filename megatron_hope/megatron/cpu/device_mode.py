@@ -23,10 +23,12 @@ device" on a GPU (CUDA ops accept 0-dim host tensors as scalars, so those pass).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch.autograd.graph import _engine_run_backward
 from torch.overrides import TorchFunctionMode
 
 CPU = torch.device("cpu")
@@ -155,6 +157,35 @@ _CROSSES_DEVICES = {
 }
 
 
+_BACKWARD = frozenset({torch.autograd.backward, torch.Tensor.backward})
+
+
+def _backward_under(mode, func, args: tuple, kwargs: dict) -> None:
+    """Run the autograd engine with `mode` on. A mode is off while its handler runs, and
+    torch >= 2.13 hands `backward` to the mode; but the backward pass runs Python, e.g.
+    megatron-core's activation recompute re-running the forward, which must still be seen."""
+    if func is torch.Tensor.backward:
+        bound = inspect.signature(torch.Tensor.backward).bind(*args, **kwargs).arguments
+        tensors, grads = (bound["self"],), bound.get("gradient")
+    else:
+        bound = inspect.signature(torch.autograd.backward).bind(*args, **kwargs).arguments
+        tensors, grads = bound["tensors"], bound.get("grad_tensors")
+    if isinstance(tensors, torch.Tensor):
+        tensors = (tensors,)
+    tensors = tuple(tensors)
+    inputs = bound.get("inputs")
+    inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs or ())
+    create_graph = bound.get("create_graph", False)
+    retain_graph = bound.get("retain_graph")
+    with mode:
+        grads = torch.autograd._make_grads(
+            tensors, torch.autograd._tensor_or_tensors_to_tuple(grads, len(tensors)),
+            is_grads_batched=False)
+        _engine_run_backward(
+            tensors, grads, create_graph if retain_graph is None else retain_graph,
+            create_graph, inputs, allow_unreachable=True, accumulate_grad=True)
+
+
 class DeviceMode(TorchFunctionMode):
     """Maps CUDA device arguments to the CPU; `strict` also checks placements as a GPU would."""
 
@@ -164,6 +195,8 @@ class DeviceMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in _BACKWARD:
+            return _backward_under(self, func, args, kwargs)
         device = kwargs.get("device")
         if device is not None and names_cuda(device):
             kwargs = {**kwargs, "device": CPU}

@@ -1,0 +1,121 @@
+"""Checks of the memory, overlap, long-context and cluster flags of `PretrainConfig`.
+
+Each rule is Megatron-LM's (`arguments.py: validate_args`) or megatron-core's
+(`TransformerConfig.__post_init__`), raised before any process group starts, with the flag and
+the fix in the message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from megatron_hope.training.config import PretrainConfig
+
+RECOMPUTE_GRANULARITIES = ("full", "selective")
+RECOMPUTE_METHODS = ("uniform", "block")
+CP_COMM_TYPES = ("p2p", "a2a", "allgather", "a2a+p2p")
+
+
+def check_features(config: PretrainConfig) -> None:
+    """Raise ValueError naming the flag at fault; see each field's docstring for its meaning."""
+    _check_recompute(config)
+    _check_overlap(config)
+    _check_long_context(config)
+    _check_run_control(config)
+    te = config.arch.transformer_impl == "transformer_engine"
+    if config.sequence_parallel and config.tensor_model_parallel_size > 1 and not te:
+        raise ValueError(
+            "--sequence-parallel needs Transformer Engine's layers (torch LayerNorm cannot shard "
+            "over the sequence); add --transformer-impl transformer_engine in the GPU image, or "
+            "drop --sequence-parallel"
+        )
+    if config.fp8_param_gather and (config.arch.fp8_format is None
+                                    or not config.use_distributed_optimizer):
+        raise ValueError(
+            "--fp8-param-gather keeps FP8 weights and gathers them through the distributed "
+            "optimizer: add --fp8-format (Transformer Engine) and --use-distributed-optimizer, "
+            "or drop --fp8-param-gather"
+        )
+
+
+def _check_recompute(config: PretrainConfig) -> None:
+    granularity, method = config.recompute_granularity, config.recompute_method
+    if granularity not in (None, *RECOMPUTE_GRANULARITIES):
+        raise ValueError(f"--recompute-granularity {granularity!r} is not one of "
+                         f"{', '.join(RECOMPUTE_GRANULARITIES)}")
+    if method not in (None, *RECOMPUTE_METHODS):
+        raise ValueError(f"--recompute-method {method!r} is not one of "
+                         f"{', '.join(RECOMPUTE_METHODS)}")
+    if granularity == "full" and (method is None or config.recompute_num_layers is None):
+        raise ValueError(
+            "--recompute-granularity full needs --recompute-method {uniform,block} and "
+            "--recompute-num-layers N (e.g. uniform 1: recompute every layer)"
+        )
+    if granularity != "full" and (method is not None or config.recompute_num_layers is not None):
+        raise ValueError(
+            "--recompute-method and --recompute-num-layers apply to --recompute-granularity "
+            "full only; drop them or use full"
+        )
+    if config.recompute_num_layers is not None:
+        layers_per_stage = config.arch.num_layers // config.pipeline_model_parallel_size
+        if not 1 <= config.recompute_num_layers <= layers_per_stage:
+            raise ValueError(
+                f"--recompute-num-layers ({config.recompute_num_layers}) must lie in [1, "
+                f"{layers_per_stage}] (layers per pipeline stage)"
+            )
+
+
+def _check_overlap(config: PretrainConfig) -> None:
+    if config.overlap_param_gather and not (
+        config.use_distributed_optimizer and config.overlap_grad_reduce
+    ):
+        raise ValueError(
+            "--overlap-param-gather needs --use-distributed-optimizer and --overlap-grad-reduce "
+            "(as in Megatron-LM); add both"
+        )
+    if config.ddp_bucket_size is not None and config.ddp_bucket_size < 1:
+        raise ValueError(f"--ddp-bucket-size must be positive, got {config.ddp_bucket_size}")
+
+
+def _check_long_context(config: PretrainConfig) -> None:
+    if config.cp_comm_type not in CP_COMM_TYPES:
+        raise ValueError(f"--cp-comm-type {config.cp_comm_type!r} is not one of "
+                         f"{', '.join(CP_COMM_TYPES)}")
+    if config.context_parallel_size != 1:
+        raise ValueError(
+            f"--context-parallel-size {config.context_parallel_size} needs Transformer Engine "
+            "attention and per-rank batch slicing, which hope-pretrain does not wire up yet; "
+            "use 1 (HopeRotaryEmbedding itself slices its frequencies per CP rank)"
+        )
+    if config.num_layers_per_virtual_pipeline_stage is not None:
+        raise ValueError(
+            "--num-layers-per-virtual-pipeline-stage (interleaved 1F1B) is not wired up in "
+            "hope-pretrain yet; drop it and use --pipeline-model-parallel-size alone"
+        )
+    if config.reset_attention_mask and config.arch.transformer_impl == "transformer_engine":
+        raise ValueError(
+            "--reset-attention-mask passes a [b, 1, s, s] mask, which the Transformer Engine "
+            "spec's causal attention ignores; use --transformer-impl local, or drop the flag"
+        )
+
+
+def _check_run_control(config: PretrainConfig) -> None:
+    positive = ("train_samples", "exit_duration_in_mins", "peak_tflops")
+    for name in positive:
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if config.distributed_timeout_minutes < 1:
+        raise ValueError("--distributed-timeout-minutes must be at least 1, got "
+                         f"{config.distributed_timeout_minutes}")
+    if config.manual_gc_interval < 0:
+        raise ValueError(f"--manual-gc-interval must be >= 0, got {config.manual_gc_interval}")
+    if config.mock_data and config.data_path is not None:
+        raise ValueError("--mock-data trains on random tokens: drop --data-path, or --mock-data")
+    if config.async_save:
+        raise ValueError(
+            "--async-save is not wired into hope-pretrain's checkpoint writer yet (its staged "
+            "save-then-rename must finish in the background first); drop it: saves are "
+            "synchronous"
+        )
