@@ -1,10 +1,12 @@
 """`hope-convert`: Megatron (hope-pretrain) <-> HuggingFace checkpoints with exact HoPE.
 
-    # Megatron -> HF Llama (transformers >= 5, rope type "proportional"); verifies itself
-    hope-convert --load-dir runs/hope/checkpoints --save-dir runs/hope/hf
+    # Megatron -> HF, the target that most serving engines run exactly (--target auto: phi3 for
+    # HoPE, plain Llama for RoPE; it prints its choice); verifies itself; writes a model card
+    hope-convert --load-dir runs/hope/checkpoints --save-dir runs/hope/hf \\
+        --eval-results runs/hope/eval/ppl_vs_length.json
 
-    # Phi3 (also loads in transformers 4.x), with position interpolation x4 for inference
-    hope-convert --load-dir runs/hope/checkpoints --save-dir runs/hope/hf-phi3 --target phi3 \\
+    # Llama with rope type "proportional" (transformers >= 5 only), position interpolation x4
+    hope-convert --load-dir runs/hope/checkpoints --save-dir runs/hope/hf-llama --target llama \\
         --rope-scaling linear:4
 
     # HF -> Megatron (our exports, or a plain Llama RoPE model switched to HoPE)
@@ -33,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hope-pretrain --save directory (or the HF directory with --from-hf)")
     parser.add_argument("--save-dir", required=True, help="directory to create")
     parser.add_argument("--from-hf", action="store_true", help="HF -> Megatron instead")
-    parser.add_argument("--target", default="llama",
-                        help=f"HF architecture to export to: {', '.join(TARGETS)} (default llama)")
+    parser.add_argument("--target", default="auto",
+                        help=f"HF architecture to export to: auto, {', '.join(TARGETS)} (default "
+                             "auto: the exact target most serving engines run; see "
+                             "megatron_hope/convert/engines.py)")
     parser.add_argument("--rope-scaling", default=None,
                         help="inference-time scaling in the exported config: linear:F or "
                              "yarn:F[:ORIGINAL_LENGTH]")
@@ -49,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep Megatron's padded vocabulary rows in the export")
     parser.add_argument("--tokenizer-model", default=None,
                         help="the run's tokenizer.json if it moved since training")
+    parser.add_argument("--eval-results", nargs="*", default=(),
+                        help="hope-eval result files (*.json) to summarise in the model card")
+    parser.add_argument("--model-name", default=None,
+                        help="name in the README.md model card (default: the --save-dir name)")
     parser.add_argument("--overwrite", action="store_true", help="replace --save-dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = parser.add_argument_group("--from-hf")
@@ -90,11 +98,13 @@ def _run(args, ConversionError) -> int:
         result = export_checkpoint(ExportOptions(
             args.load_dir, args.save_dir, args.target, args.rope_scaling, args.dtype,
             args.max_shard_size, not args.no_verify, args.tolerance, args.keep_vocab_padding,
-            args.tokenizer_model, args.overwrite, not args.no_progress))
+            args.tokenizer_model, args.overwrite, not args.no_progress,
+            tuple(args.eval_results), args.model_name))
     except ConversionError as error:
         print(f"hope-convert: error: {error}", file=sys.stderr)
         return 2
-    print(f"hope-convert: wrote {result.save_dir} ({args.target}, "
+    print(f"hope-convert: {result.reach}")
+    print(f"hope-convert: wrote {result.save_dir} ({result.target}, "
           f"{result.bytes_written / 1e6:.1f} MB of weights) in {result.seconds:.1f} s")
     return 0
 

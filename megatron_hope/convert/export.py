@@ -4,10 +4,10 @@
     result = export_checkpoint(ExportOptions("runs/hope/checkpoints", "runs/hope/hf"))
 
 Writes `config.json`, `generation_config.json`, `model-0000k-of-0000n.safetensors` + index,
-`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` and `megatron_hope.json`
-(the source's position-encoding settings, for the way back) into `.<name>.incomplete-<pid>/`
-beside the output, verifies it there, and renames it to the output only when everything passed:
-a failed export leaves nothing under the output path.
+`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`, the `README.md` model card
+and `megatron_hope.json` (the source's position-encoding settings, for the way back) into
+`.<name>.incomplete-<pid>/` beside the output, verifies it there, and renames it to the output
+only when everything passed: a failed export leaves nothing under the output path.
 
 Memory: tensors are read from the checkpoint one layer at a time and appended to safetensors files
 whose headers are planned up front, so the peak beyond the Python/torch baseline is about one
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from megatron_hope.convert import weight_map
+from megatron_hope.convert.engines import choose_target, describe_reach
 from megatron_hope.convert.hf_config import (
     RopeScaling,
     build_hf_config,
@@ -37,6 +38,7 @@ from megatron_hope.convert.mcore_checkpoint import (
     ConversionError,
     rules_for,
 )
+from megatron_hope.convert.model_card import model_card
 from megatron_hope.convert.safetensors_stream import Entry, StreamingSafetensorsWriter, parse_size
 from megatron_hope.convert.staging import staged_directory
 from megatron_hope.convert.tokenizer_files import special_token_ids, write_tokenizer_files
@@ -55,8 +57,9 @@ class ExportOptions:
     """--load-dir: the `--save` directory of hope-pretrain (with its tracker file)."""
     save_dir: str
     """--save-dir: the HF directory to create."""
-    target: str = "llama"
-    """--target {llama, phi3}"""
+    target: str = "auto"
+    """--target {auto, llama, phi3}; auto: the exact target that reaches the most serving engines
+    (`megatron_hope.convert.engines`)."""
     rope_scaling: str | None = None
     """--rope-scaling linear:F | yarn:F[:ORIGINAL_LENGTH]"""
     dtype: str = "auto"
@@ -74,12 +77,19 @@ class ExportOptions:
     overwrite: bool = False
     """--overwrite: replace an existing --save-dir."""
     progress: bool = True
+    eval_results: tuple[str, ...] = ()
+    """--eval-results: hope-eval result files (*.json) summarised in the model card."""
+    model_name: str | None = None
+    """--model-name: the model card's name (default: the --save-dir name)."""
 
 
 @dataclass
 class ExportResult:
     save_dir: Path
     config: dict[str, Any]
+    target: str
+    reach: str
+    """One line: why this target (auto) and which engines run it exactly."""
     max_abs_diff: float | None
     seconds: float
     bytes_written: int
@@ -152,9 +162,9 @@ def plan_entries(reader: CheckpointReader, rules, geo, target, dtype) -> list[En
 def export_checkpoint(options: ExportOptions) -> ExportResult:
     """Convert, write under a temporary name, verify, rename. Raises ConversionError."""
     start = time.perf_counter()
-    if options.target not in weight_map.TARGETS:
+    if options.target != "auto" and options.target not in weight_map.TARGETS:
         raise ConversionError(f"--target {options.target!r} is not supported; choose one of "
-                              f"{', '.join(weight_map.TARGETS)}")
+                              f"auto, {', '.join(weight_map.TARGETS)}")
     if options.dtype != "auto" and options.dtype not in DTYPES:
         raise ConversionError(f"--dtype {options.dtype!r} is not one of auto, "
                               f"{', '.join(DTYPES)}")
@@ -170,10 +180,15 @@ def export_checkpoint(options: ExportOptions) -> ExportResult:
     dtype = reader.dtype if options.dtype == "auto" else DTYPES[options.dtype]
     hf_vocab = reader.padded_vocab_size if options.keep_vocab_padding else arch.vocab_size
     special = special_token_ids(tokenizer)
+    target, reach = options.target, None
+    if target == "auto":
+        target, reach = choose_target(arch, scaling)
+    options = dataclasses.replace(options, target=target)
     config, rotary = build_hf_config(arch, options.target, hf_vocab, special["eos_token_id"],
                                      special["pad_token_id"], dtype, scaling,
                                      bos_token_id=special["bos_token_id"])
     check_hf_frequencies(config, rotary)
+    reach = reach or f"--target {target}: {describe_reach(target, config)}"
 
     rules = rules_for(arch, weight_map.RULES[options.target])
     encoding = arch.position_encoding
@@ -210,11 +225,18 @@ def export_checkpoint(options: ExportOptions) -> ExportResult:
             "padded_vocab_size": reader.padded_vocab_size,
         }
         (staging / PROVENANCE_FILE_NAME).write_text(json.dumps(provenance, indent=2) + "\n")
+        try:
+            card = model_card(options.model_name or save_dir.name, config, provenance,
+                              reader.metadata, list(options.eval_results),
+                              describe_reach(target, config))
+        except ValueError as error:
+            raise ConversionError(str(error)) from None
+        (staging / "README.md").write_text(card, encoding="utf-8")
 
         diff = None
         if options.verify:
             diff = _verify(options, reader, staging, dtype, scaling, tokenizer)
-    return ExportResult(save_dir, config, diff, time.perf_counter() - start,
+    return ExportResult(save_dir, config, target, reach, diff, time.perf_counter() - start,
                         int(index["metadata"]["total_size"]))
 
 

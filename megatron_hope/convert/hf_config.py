@@ -140,7 +140,12 @@ def rotary_fields(arch: ModelArchitecture, target: str, scaling: RopeScaling | N
                       "partial_rotary_factor": exact_rotary_factor(a, d, "llama")}
             if scaling is not None:
                 params["factor"] = scaling.factor
-        return RotarySpec({"rope_parameters": params}, expected, attention)
+        # Top-level rope_theta (and rope_scaling for RoPE) too: transformers 4.x and the engines
+        # built on it (vLLM, TensorRT-LLM) read those and silently default rope_theta to 1e4.
+        fields = {"rope_parameters": params, "rope_theta": b}
+        if scaling is not None and a == d // 2:
+            fields["rope_scaling"] = dict(params)
+        return RotarySpec(fields, expected, attention)
 
     # phi3: a contiguous block of 2a dims with base b^(2a/d) (see module docstring).
     p = exact_rotary_factor(a, d, "phi3")

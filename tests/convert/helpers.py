@@ -142,3 +142,44 @@ def round_trip(rank, load_dir, hf_dir, back_dir, export_argv):
     assert main(["--from-hf", "--load-dir", hf_dir, "--save-dir", back_dir, "--no-progress",
                  "--target-tensor-parallel-size", "2"]) == 0
     return megatron_tensors(rank, load_dir), megatron_tensors(rank, back_dir)
+
+
+def prepare_sentencepiece_data(directory):
+    """A Llama-2-style SentencePiece model (byte fallback, <unk> <s> </s>) and .bin/.idx written
+    with it: the tokenizer llama.cpp's Phi3 converter wants."""
+    import json
+    from pathlib import Path
+
+    from megatron_hope.data.preprocess.config import PreprocessConfig
+    from megatron_hope.data.preprocess.run import run_preprocess
+    from tests.data.tokenizer_kinds import TRAINING_TEXTS, train_sentencepiece
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = train_sentencepiece(directory)
+    corpus = directory / "corpus.jsonl"
+    with corpus.open("w", encoding="utf-8") as out:
+        for repeat in range(40):
+            for text in TRAINING_TEXTS:
+                out.write(json.dumps({"text": f"{text} ({repeat})"}) + "\n")
+    prefix = directory / "sp_text_document"
+    run_preprocess(PreprocessConfig(
+        input=[str(corpus)], output_prefix=str(directory / "sp"),
+        tokenizer_type="SentencePieceTokenizer", tokenizer_model=str(model), append_eod=True))
+    import sentencepiece
+
+    vocab = sentencepiece.SentencePieceProcessor(model_file=str(model)).GetPieceSize()
+    return {"prefix": str(prefix), "tokenizer": str(model), "vocab_size": vocab}
+
+
+def export_cli(rank, argv):
+    """`hope-convert` main() on `argv`; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from megatron_hope.convert.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
+        code = main([*argv, "--no-progress"])
+    return code, stdout.getvalue(), stderr.getvalue()

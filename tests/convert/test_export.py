@@ -161,7 +161,7 @@ def _bad_cases(checkpoints, root: Path):
         (["--load-dir", broken("mismatch", wrong_hidden)], "do not match the weights"),
         (["--load-dir", good, "--target", "gpt2"], "--target 'gpt2' is not supported"),
         (["--load-dir", good, "--rope-scaling", "dynamic:2"], "--rope-scaling 'dynamic:2'"),
-        (["--load-dir", good, "--rope-scaling", "yarn:4"], "has no YaRN"),
+        (["--load-dir", good, "--target", "llama", "--rope-scaling", "yarn:4"], "has no YaRN"),
         (["--load-dir", good, "--tolerance", "0"], "verification failed"),
     ]
 
