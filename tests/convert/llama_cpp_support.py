@@ -69,6 +69,13 @@ def gguf_fields(llama_cpp: Path, path: Path) -> dict:
     return json.loads(done.stdout)
 
 
+def use_built_library() -> None:
+    """Put the library built once on this machine (`CACHE/site`, see above) on sys.path."""
+    site = CACHE / "site"
+    if (site / "llama_cpp").is_dir() and str(site) not in sys.path:
+        sys.path.insert(0, str(site))
+
+
 def llama_cpp_run(gguf_path: Path, prompt: list[int], new_tokens: int):
     """llama-cpp-python: the prompt's logits `[n, vocab]` and a greedy continuation."""
     import numpy as np

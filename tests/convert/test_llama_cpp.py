@@ -112,6 +112,7 @@ def _hf_reference(hf_dir, prompt):
 
 
 def test_llama_cpp_matches_transformers(sp_export, gguf):
+    llama_cpp_support.use_built_library()
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (build it from "
                         "the sdist: tests/convert/llama_cpp_support.py)")
     from transformers import AutoTokenizer
