@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--adam-eps", type=float, default=1e-8)
     training.add_argument("--clip-grad", type=float, default=1.0)
     training.add_argument("--seed", type=int, default=1234)
+    training.add_argument("--no-check-for-nan-in-loss-and-grad", action="store_false",
+                          dest="check_for_nan_in_loss_and_grad",
+                          help="do not check for NaN/Inf (default: such iterations skip their "
+                          "update and count as nan iterations)")
+    training.add_argument("--max-consecutive-nan-iterations", type=int, default=10,
+                          help="stop the run after this many NaN/Inf iterations in a row")
 
     data = parser.add_argument_group("data")
     data.add_argument("--data-path", nargs="+", default=None,
@@ -90,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--no-load-rng", action="store_true")
     ckpt.add_argument("--exit-interval", type=int, default=None)
     ckpt.add_argument("--exit-signal-handler", action="store_true")
+    ckpt.add_argument("--strict-load", action="store_true",
+                      help="stop when the checkpoint the tracker names is incomplete, instead of "
+                      "falling back to the newest complete one")
 
     log = parser.add_argument_group("logging and evaluation")
     log.add_argument("--eval-interval", type=int, default=100)

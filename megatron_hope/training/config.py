@@ -108,6 +108,15 @@ class PretrainConfig:
     no_load_rng: bool = False
     exit_interval: int | None = None
     exit_signal_handler: bool = False
+    strict_load: bool = False
+    """--load stops when the checkpoint its tracker names is incomplete, instead of falling back
+    to the newest complete one."""
+
+    # Numbers that go bad (`training.numerics` has the policy).
+    check_for_nan_in_loss_and_grad: bool = True
+    """Megatron-LM's `--no-check-for-nan-in-loss-and-grad` turns the check (and the skip) off."""
+    max_consecutive_nan_iterations: int = 10
+    """Stop the run after this many NaN/Inf iterations in a row."""
 
     # Evaluation and logging.
     eval_interval: int = 100
@@ -118,7 +127,8 @@ class PretrainConfig:
     """tqdm progress bar on the logging rank."""
 
     def __post_init__(self) -> None:
-        for name in ("micro_batch_size", "log_interval", "eval_interval", "seed"):
+        for name in ("micro_batch_size", "log_interval", "eval_interval", "seed",
+                     "max_consecutive_nan_iterations"):
             if getattr(self, name) < (0 if name == "seed" else 1):
                 raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
         for name in ("train_iters", "eval_iters", "lr_warmup_iters", "num_workers"):

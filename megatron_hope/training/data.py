@@ -163,6 +163,10 @@ def build_data_loader(
         # without CUDA (torch then warns and ignores the flag).
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
+        # Its own generator: every DataLoader iterator draws a worker seed, which from the
+        # global generator would shift the dropout masks of a resumed run (whose loader starts
+        # after the RNG state is restored) away from those of the uninterrupted run.
+        generator=torch.Generator().manual_seed(consumed_samples),
     )
 
 
@@ -171,3 +175,26 @@ def get_batch(data_iterator: Iterable | Iterator) -> dict[str, torch.Tensor]:
     batch = next(data_iterator)
     device = torch.cuda.current_device()
     return {key: batch[key].cuda(device, non_blocking=True) for key in BATCH_KEYS}
+
+
+def build_train_valid_datasets(config, tokenizer, global_batch_size: int):
+    """The training and validation datasets of a `PretrainConfig`, on every rank (rank 0 builds
+    megatron-core's index caches first; the others then read them)."""
+    import torch.distributed as dist
+
+    evaluations = (config.train_iters // config.eval_interval + 1) if config.eval_iters else 0
+    sizes = DatasetSizes(
+        train=config.train_iters * global_batch_size,
+        validation=config.eval_iters * global_batch_size if evaluations else 0,
+        test=0,
+    )
+
+    def build():
+        return build_gpt_datasets(config.data_path, config.split, sizes, config.arch.seq_length,
+                                  tokenizer, config.seed, config.data_cache_path)
+
+    datasets = build() if dist.get_rank() == 0 else None
+    dist.barrier()
+    if dist.get_rank() != 0:
+        datasets = build()
+    return datasets[0], datasets[1]

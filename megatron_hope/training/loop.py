@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import signal
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,13 +29,11 @@ from megatron_hope.megatron.model import (
     build_transformer_config,
     padded_vocab_size,
 )
-from megatron_hope.training import checkpointing
+from megatron_hope.training import checkpointing, helper_processes, numerics
 from megatron_hope.training.config import PretrainConfig
 from megatron_hope.training.data import (
-    DatasetSizes,
     build_data_loader,
-    build_gpt_datasets,
-    get_batch,
+    build_train_valid_datasets,
 )
 from megatron_hope.training.distributed import (
     initialize_distributed,
@@ -52,10 +46,11 @@ from megatron_hope.training.reporting import (
     format_iteration_line,
     format_validation_line,
 )
+from megatron_hope.training.run_metadata import canonical_encoding, canonical_encoding_dict
+from megatron_hope.training.steps import LOSS_KEY, _mean_loss, _SignalFlag, forward_step
 
 logger = logging.getLogger(__name__)
 
-LOSS_KEY = "lm loss"
 
 
 @dataclass
@@ -81,57 +76,6 @@ def _unwrap(model):
     return model
 
 
-def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
-    """Mean token loss of one micro-batch; the report is averaged over data-parallel ranks."""
-    losses = output_tensor.float().reshape(-1)
-    mask = loss_mask.float().reshape(-1)
-    loss = torch.sum(losses * mask) / mask.sum().clamp(min=1.0)
-    reported = loss.detach().clone()
-    group = parallel_state.get_data_parallel_group()
-    dist.all_reduce(reported, group=group)
-    reported /= dist.get_world_size(group)
-    return loss, {LOSS_KEY: reported}
-
-
-def forward_step(data_iterator, model):
-    """One micro-batch through one pipeline stage (megatron-core's forward_step_func contract)."""
-    batch = get_batch(data_iterator)
-    output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
-    return output, partial(loss_func, batch["loss_mask"])
-
-
-def _mean_loss(losses_reduced: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    if not losses_reduced:
-        return {}
-    return {
-        key: float(sum(item[key] for item in losses_reduced) / len(losses_reduced))
-        for key in losses_reduced[0]
-    }
-
-
-class _SignalFlag:
-    """Set by SIGTERM (`--exit-signal-handler`): the run saves and stops at the next step."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.received = False
-        self._previous = None
-        if enabled:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.received = True
-
-    def any_rank(self) -> bool:
-        # A device tensor: NCCL (the GPU backend) reduces nothing else.
-        flag = torch.tensor([1.0 if self.received else 0.0], device=torch.cuda.current_device())
-        dist.all_reduce(flag)
-        return bool(flag.item() > 0)
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 class Trainer:
     """State and steps of one run; `pretrain` drives it."""
 
@@ -148,10 +92,11 @@ class Trainer:
             tensor_model_parallel_size=config.tensor_model_parallel_size,
             pipeline_model_parallel_size=config.pipeline_model_parallel_size,
         )
+        self.load_iteration = checkpointing.agreed_load_iteration(config.load, config.strict_load)
         self.padded_vocab_size = padded_vocab_size(
             tokenizer.vocab_size,
             config.tensor_model_parallel_size,
-            checkpoint_padded_size=_saved_padded_vocab_size(config.load),
+            checkpoint_padded_size=_saved_padded_vocab_size(config.load, self.load_iteration),
         )
         model = build_model(
             arch,
@@ -210,11 +155,18 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    def run_metadata(self) -> dict[str, Any]:
+    def run_metadata(self) -> checkpointing.RunMetadata:
         return checkpointing.run_metadata(
             self.arch, self.padded_vocab_size, self.config.tokenizer_type,
             self.config.tokenizer_model, dataclasses.asdict(self.config),
         )
+
+    def resumed_from_save_dir(self) -> bool:
+        """True when this run continues the checkpoint series it saves to."""
+        config = self.config
+        return bool(self.load_iteration is not None and config.save and config.load
+                    and not config.no_load_optim
+                    and Path(config.save).resolve() == Path(config.load).resolve())
 
     def save(self) -> str:
         path = checkpointing.save_checkpoint(
@@ -228,12 +180,13 @@ class Trainer:
         load_dir = self.config.load
         if load_dir is None:
             return False
-        if not (Path(load_dir) / checkpointing.TRACKER_FILENAME).is_file():
+        if self.load_iteration is None:
             logger.warning("--load %s holds no checkpoint yet: starting from scratch", load_dir)
             return False
-        metadata = checkpointing.read_run_metadata(load_dir)
+        metadata = checkpointing.read_run_metadata(load_dir, self.load_iteration)
         saved = metadata.get("position_encoding")
-        current = self.arch.position_encoding.to_dict()
+        saved = canonical_encoding_dict(saved) if saved is not None else None
+        current = canonical_encoding(self.arch.position_encoding).to_dict()
         if saved is not None and saved != current and not self.config.no_load_optim:
             raise ValueError(
                 f"--load {load_dir} was trained with position encoding {saved}, this run asks "
@@ -243,7 +196,11 @@ class Trainer:
         self.state, _ = checkpointing.load_checkpoint(
             load_dir, [_unwrap(m) for m in self.model], self.optimizer, self.scheduler,
             load_optimizer=not self.config.no_load_optim, load_rng=not self.config.no_load_rng,
+            iteration=self.load_iteration,
         )
+        if dist.get_rank() == 0:
+            print(f" successfully loaded checkpoint from {load_dir} at iteration "
+                  f"{self.state.iteration}", flush=True)
         if self.config.no_load_optim:
             # A model-only load (new layout, new encoding, or fine-tuning) starts its schedule anew.
             self.state = checkpointing.TrainingState()
@@ -263,16 +220,22 @@ class Trainer:
             forward_only=forward_only,
         )
 
-    def train_step(self, data_iterator) -> tuple[dict[str, float], float | None, bool]:
+    def train_step(self, data_iterator) -> tuple[dict[str, float], float | None, bool, bool]:
+        """One global batch and update; returns (losses, grad norm, updated, non-finite).
+
+        A NaN/Inf loss or gradient on any rank skips the update (`numerics` has the policy)."""
         for chunk in self.model:
             chunk.train()
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
-        losses = self._run_schedule(data_iterator, forward_only=False)
+        losses = _mean_loss(self._run_schedule(data_iterator, forward_only=False))
+        if self.config.check_for_nan_in_loss_and_grad and numerics.nonfinite_on_any_rank(
+                losses.get(LOSS_KEY), self.model):
+            return losses, None, False, True
         update_successful, grad_norm, _ = self.optimizer.step()
         if update_successful:
             self.scheduler.step(increment=self.global_batch_size)
-        return _mean_loss(losses), grad_norm, update_successful
+        return losses, grad_norm, update_successful, False
 
     @torch.no_grad()
     def evaluate(self, dataset) -> dict[str, float]:
@@ -293,34 +256,10 @@ class Trainer:
         return _mean_loss(collected)
 
 
-def _saved_padded_vocab_size(load_dir: str | None) -> int | None:
-    if load_dir is None or not (Path(load_dir) / checkpointing.TRACKER_FILENAME).is_file():
+def _saved_padded_vocab_size(load_dir: str | None, iteration: int | None) -> int | None:
+    if load_dir is None or iteration is None:
         return None
-    return checkpointing.read_run_metadata(load_dir).get("padded_vocab_size")
-
-
-def _build_datasets(config: PretrainConfig, trainer: Trainer):
-    gbs = trainer.global_batch_size
-    evaluations = (config.train_iters // config.eval_interval + 1) if config.eval_iters else 0
-    sizes = DatasetSizes(
-        train=config.train_iters * gbs,
-        validation=config.eval_iters * gbs if evaluations else 0,
-        test=0,
-    )
-    # Rank 0 builds megatron-core's index caches first; the others then read them.
-    datasets = None
-    if dist.get_rank() == 0:
-        datasets = build_gpt_datasets(
-            config.data_path, config.split, sizes, config.arch.seq_length, trainer.tokenizer,
-            config.seed, config.data_cache_path,
-        )
-    dist.barrier()
-    if dist.get_rank() != 0:
-        datasets = build_gpt_datasets(
-            config.data_path, config.split, sizes, config.arch.seq_length, trainer.tokenizer,
-            config.seed, config.data_cache_path,
-        )
-    return datasets[0], datasets[1]
+    return checkpointing.read_run_metadata(load_dir, iteration).get("padded_vocab_size")
 
 
 def pretrain(config: PretrainConfig, tokenizer) -> PretrainResult:
@@ -330,6 +269,7 @@ def pretrain(config: PretrainConfig, tokenizer) -> PretrainResult:
     tears down what it created.
     """
     created_group = not dist.is_initialized()
+    helper_processes.install()
     initialize_distributed(config.tensor_model_parallel_size, config.pipeline_model_parallel_size)
     try:
         set_random_seed(config.seed)
@@ -349,7 +289,8 @@ def _is_logging_rank() -> bool:
 
 
 def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
-    train_dataset, valid_dataset = _build_datasets(config, trainer)
+    train_dataset, valid_dataset = build_train_valid_datasets(
+        config, trainer.tokenizer, trainer.global_batch_size)
     state = trainer.state
     result = PretrainResult(final_iteration=state.iteration, logging_rank=_is_logging_rank())
     last_stage = parallel_state.is_pipeline_last_stage()
@@ -359,8 +300,10 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
     tokens_per_step = trainer.global_batch_size * config.arch.seq_length
     interval = IntervalStats()
     measured_seconds, measured_steps = 0.0, 0
-    saved_at = None
+    # A resumed run does not write again the checkpoint it resumed from.
+    saved_at = state.iteration if trainer.resumed_from_save_dir() else None
     validated_at = None
+    nan_streak = numerics.NanStreak(config.max_consecutive_nan_iterations)
 
     def checkpoint_now() -> None:
         nonlocal saved_at
@@ -393,7 +336,7 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
             ))
         while state.iteration < config.train_iters:
             started = time.perf_counter()
-            losses, grad_norm, updated = trainer.train_step(iterator)
+            losses, grad_norm, updated, nonfinite = trainer.train_step(iterator)
             seconds = time.perf_counter() - started
             state.iteration += 1
             state.consumed_train_samples += trainer.global_batch_size
@@ -405,9 +348,10 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
                 result.train_losses[state.iteration] = loss
                 if grad_norm is not None:
                     result.grad_norms[state.iteration] = float(grad_norm)
-                if not math.isfinite(loss):
-                    logger.warning("iteration %d: loss is %s", state.iteration, loss)
-                interval.add(losses, seconds)
+                if nonfinite:
+                    logger.warning("iteration %d: NaN/Inf loss (%s) or gradient; update skipped",
+                                   state.iteration, loss)
+                interval.add(losses, seconds, skipped=not updated, nan=nonfinite)
                 reporter.advance({"loss": loss})
                 reporter.scalars(state.iteration, {
                     LOSS_KEY: loss,
@@ -425,9 +369,10 @@ def _train(config: PretrainConfig, trainer: Trainer) -> PretrainResult:
                         trainer.global_batch_size, interval.mean_losses(),
                         float(grad_norm) if grad_norm is not None else None,
                         tokens_per_step / max(mean_seconds, 1e-9),
-                        skipped_iterations=0 if updated else 1,
+                        skipped_iterations=interval.skipped, nan_iterations=interval.nan,
                     ))
                     interval = IntervalStats()
+            nan_streak.record(state.iteration, nonfinite, result.last_checkpoint)
             if state.iteration % config.eval_interval == 0:
                 validate()
             if config.save_interval and state.iteration % config.save_interval == 0:

@@ -58,7 +58,7 @@ def _host_batch() -> dict[str, torch.Tensor]:
 
 def test_the_product_moves_batches_and_model_to_the_device(single_rank_megatron):
     from megatron_hope.training.data import get_batch
-    from megatron_hope.training.loop import forward_step
+    from megatron_hope.training.steps import forward_step
 
     batch = get_batch(iter([_host_batch()]))
     assert {key: placement(value) for key, value in batch.items()} == dict.fromkeys(batch, "cuda")
@@ -86,7 +86,7 @@ def test_a_model_left_on_the_host_fails_as_on_a_gpu(single_rank_megatron):
 
 
 def test_a_host_loss_mask_fails_as_on_a_gpu(single_rank_megatron):
-    from megatron_hope.training.loop import loss_func
+    from megatron_hope.training.steps import loss_func
 
     per_token_loss = torch.ones(2, 16, device=torch.cuda.current_device())
     with pytest.raises(HostDeviceMixError, match="host tensor \\(32,\\)"):
