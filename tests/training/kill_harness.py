@@ -166,6 +166,18 @@ def _iterations_logged(run: Run) -> int:
     return len(run.losses())
 
 
+def _check_resume(attempt: Attempt, report: KillReport, last_saved: int) -> str:
+    """The attempt resumed from a checkpoint at least as new as the last one reported saved,
+    and never had to fall back from an incomplete one; returns its output."""
+    text = attempt.output()
+    loaded = [int(n) for n in LOADED.findall(text)]
+    if loaded:
+        report.resumed_from.append(loaded[0])
+        assert loaded[0] >= last_saved, (loaded, last_saved)
+    assert "newest complete checkpoint" not in text, text[-3000:]
+    return text
+
+
 def run_with_kills(workdir: Path, flags: list[str], ranks: int, kills: int, seed: int,
                    timeout: float = 300.0) -> tuple[Run, KillReport]:
     """Train to the end, killing every rank with SIGKILL `kills` times, each after 1-3 more
@@ -201,23 +213,13 @@ def run_with_kills(workdir: Path, flags: list[str], ranks: int, kills: int, seed
         report.orphans += run.kill(attempt)
         report.kills += 1
         report.kills_inside_save += int(inside)
-        text = attempt.output()
-        loaded = [int(n) for n in LOADED.findall(text)]
-        if loaded:
-            report.resumed_from.append(loaded[0])
-            assert loaded[0] >= last_saved, (loaded, last_saved)
-        assert "newest complete checkpoint" not in text, text[-3000:]
+        text = _check_resume(attempt, report, last_saved)
         saved = [int(n) for n in SAVED.findall(text)]
         last_saved = max([last_saved, *saved])
     else:
         attempt = run.start()
         run.finish(attempt)
-        text = attempt.output()
-        loaded = [int(n) for n in LOADED.findall(text)]
-        if loaded:
-            report.resumed_from.append(loaded[0])
-            assert loaded[0] >= last_saved, (loaded, last_saved)
-        assert "newest complete checkpoint" not in text, text[-3000:]
+        _check_resume(attempt, report, last_saved)
     report.attempts = run.count
     report.seconds = time.monotonic() - started
     return run, report
