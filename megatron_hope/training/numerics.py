@@ -1,6 +1,6 @@
 """Numbers that go bad: what a run does with a NaN or Inf loss or gradient.
 
-Policy (as documented in the README's training section):
+Policy (also in the README, `hope-pretrain` section):
 
 - Before every optimizer step, every rank checks its loss (last pipeline stage) and its
   gradient buffers for NaN/Inf, and all ranks agree on the answer (one all-reduce of a flag).
