@@ -16,7 +16,6 @@ temporary sibling directory renamed when complete.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ from megatron_hope.convert.mcore_checkpoint import ConversionError, rules_for
 from megatron_hope.convert.staging import staged_directory
 from megatron_hope.megatron.model import ModelArchitecture, padded_vocab_size
 from megatron_hope.rope.config import PositionEncodingConfig
+from megatron_hope.training.run_metadata import RunMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -245,18 +245,10 @@ def import_checkpoint(options: ImportOptions) -> Path:
         if (hf_dir / "tokenizer.json").is_file():
             tokenizer_file = save_dir / "tokenizer.json"
             shutil.copyfile(hf_dir / "tokenizer.json", staging / "tokenizer.json")
-        metadata = {
-            "format": "megatron-hope/1",
-            "source": str(hf_dir.resolve()),
-            "position_encoding": arch.position_encoding.to_dict(),
-            "inv_freq": arch.position_encoding.inv_freq().tolist(),
-            "rotated_pairs": arch.position_encoding.rotated_pairs,
-            "arch": {k: v for k, v in dataclasses.asdict(arch).items() if k != "position_encoding"},
-            "padded_vocab_size": padded,
-            "tokenizer": {"type": "HuggingFaceTokenizer",
-                          "model": str(tokenizer_file.resolve()) if tokenizer_file else None},
-            "args": {},
-        }
+        metadata = RunMetadata.of(
+            arch, padded, "HuggingFaceTokenizer",
+            str(tokenizer_file.resolve()) if tokenizer_file else None,
+            source=str(hf_dir.resolve()))
         checkpointing.save_checkpoint(staging, checkpointing.TrainingState(), [model], None, None,
                                       metadata)
     return save_dir

@@ -178,7 +178,7 @@ def architecture_from_args(args: argparse.Namespace) -> ModelArchitecture | None
     )
 
 
-def run_metadata_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+def run_metadata_from_args(args: argparse.Namespace) -> checkpointing.RunMetadata | None:
     """`hope_run.json`'s content for a Megatron-LM run (None for Megatron-LM's own types)."""
     arch = architecture_from_args(args)
     if arch is None:
@@ -200,10 +200,9 @@ def write_checkpoint_run_metadata(args: argparse.Namespace, iteration: int) -> P
         return None
     directory = checkpointing.checkpoint_dir(args.save, iteration)
     directory.mkdir(parents=True, exist_ok=True)  # an async save may not have made it yet
-    metadata.update(iteration=iteration,
-                    consumed_train_samples=getattr(args, "consumed_train_samples", 0),
-                    layout=checkpointing.layout())
-    return checkpointing.write_run_metadata(directory, metadata)
+    metadata = metadata.at(iteration, getattr(args, "consumed_train_samples", 0),
+                           checkpointing.layout())
+    return metadata.write(directory)
 
 
 def saving_run_metadata(save_checkpoint):

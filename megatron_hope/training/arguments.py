@@ -98,14 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--recompute-method", choices=RECOMPUTE_METHODS, default=None)
     training.add_argument("--recompute-num-layers", type=int, default=None)
     training.add_argument("--calculate-per-token-loss", action="store_true")
-    training.add_argument("--check-for-nan-in-loss-and-grad",
-                          action=argparse.BooleanOptionalAction, default=False,
-                          help="megatron-core's NaN check of reduced gradients (Megatron-LM "
-                          "defaults it on)")
     training.add_argument("--exit-duration-in-mins", type=float, default=None)
     training.add_argument("--manual-gc", action="store_true",
                           help="disable automatic GC; collect at --manual-gc-interval and eval")
     training.add_argument("--manual-gc-interval", type=int, default=0)
+    training.add_argument("--check-for-nan-in-loss-and-grad",
+                          action=argparse.BooleanOptionalAction, default=True,
+                          help="NaN/Inf loss or gradient: skip the update and count it as a nan "
+                          "iteration (default, as Megatron-LM checks by default); --no-... turns "
+                          "the check off")
+    training.add_argument("--max-consecutive-nan-iterations", type=int, default=10,
+                          help="stop the run after this many NaN/Inf iterations in a row")
 
     data = parser.add_argument_group("data")
     data.add_argument("--data-path", nargs="+", default=None,
@@ -130,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--exit-interval", type=int, default=None)
     ckpt.add_argument("--exit-signal-handler", action="store_true")
     ckpt.add_argument("--async-save", action="store_true")
+    ckpt.add_argument("--strict-load", action="store_true",
+                      help="stop when the checkpoint the tracker names is incomplete, instead of "
+                      "falling back to the newest complete one")
 
     log = parser.add_argument_group("logging and evaluation")
     log.add_argument("--eval-interval", type=int, default=100)

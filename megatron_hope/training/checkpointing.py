@@ -6,9 +6,11 @@ Layout under `--save DIR` (the same as Megatron-LM, so its tools find their way 
     DIR/iter_0000100/hope_run.json     run settings (position encoding, model shape, layout)
     DIR/latest_checkpointed_iteration.txt
 
-A checkpoint is written into `iter_XXXXXXX.incomplete/`, renamed when every rank has finished,
-and only then named in the tracker (written to a temporary file and renamed), so a preempted
-save never leaves a directory or tracker that could be taken for a whole checkpoint.
+A checkpoint is written into `iter_XXXXXXX.incomplete-PID/`, fsynced, renamed when every rank has
+finished, and only then named in the tracker (replaced atomically): a kill at any moment leaves
+the tracker naming a whole checkpoint (`checkpoint_files` has the protocol). `--load` checks
+that the checkpoint the tracker names is complete and otherwise falls back to the newest complete
+one with a warning (`--strict-load`: stops with the same message instead).
 
 Model weights are sharded tensors: a checkpoint saved at one TP/PP/DP layout loads at another.
 The regular optimizer's state reshards the same way. The distributed optimizer's state is saved
@@ -20,8 +22,6 @@ the rest.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import random
@@ -37,42 +37,29 @@ from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
 from megatron_hope.megatron.model import ModelArchitecture
+from megatron_hope.training import checkpoint_files
+from megatron_hope.training.checkpoint_files import (  # noqa: F401 (re-exported)
+    TRACKER_FILENAME,
+    agreed_load_iteration,
+    checkpoint_dir,
+    checkpoint_problem,
+    read_tracker,
+    resolve_load_iteration,
+)
+from megatron_hope.training.run_metadata import RUN_METADATA_FILENAME, RunMetadata  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-TRACKER_FILENAME = "latest_checkpointed_iteration.txt"
-RUN_METADATA_FILENAME = "hope_run.json"
 OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}
 """How the distributed optimizer's state is sharded on disk (see the module docstring)."""
 
 
-def checkpoint_dir(save_dir: str | Path, iteration: int) -> Path:
-    return Path(save_dir) / f"iter_{iteration:07d}"
-
-
-def read_tracker(load_dir: str | Path) -> int:
-    """The iteration named by the tracker file; a clear error if it is missing or malformed."""
-    tracker = Path(load_dir) / TRACKER_FILENAME
-    if not tracker.is_file():
-        raise ValueError(
-            f"--load {load_dir}: no {TRACKER_FILENAME}; is it a directory written by "
-            "hope-pretrain --save (an interrupted first save leaves none)?"
-        )
-    text = tracker.read_text().strip()
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{tracker}: expected an iteration number, found {text!r}") from None
-
-
 def read_run_metadata(load_dir: str | Path, iteration: int | None = None) -> dict[str, Any]:
-    """The run settings saved beside a checkpoint (latest one by default)."""
+    """The run settings saved beside a checkpoint (latest one by default), validated by
+    `RunMetadata.read`, as a dict."""
     if iteration is None:
         iteration = read_tracker(load_dir)
-    path = checkpoint_dir(load_dir, iteration) / RUN_METADATA_FILENAME
-    if not path.is_file():
-        raise ValueError(f"{path} is missing: the checkpoint directory is incomplete")
-    return json.loads(path.read_text())
+    return RunMetadata.read(checkpoint_dir(load_dir, iteration)).to_dict()
 
 
 def run_metadata(
@@ -81,43 +68,10 @@ def run_metadata(
     tokenizer_type: str | None,
     tokenizer_model: str | None,
     args: dict[str, Any],
-) -> dict[str, Any]:
+) -> RunMetadata:
     """The run settings written beside every checkpoint (`hope_run.json`), by `hope-pretrain`
     and by Megatron-LM's loop through `megatron_hope.integrations.megatron_lm` alike."""
-    import megatron.core
-
-    import megatron_hope
-
-    return {
-        "format": "megatron-hope/1",
-        "megatron_hope_version": megatron_hope.__version__,
-        "megatron_core_version": getattr(megatron.core, "__version__", "unknown"),
-        "position_encoding": arch.position_encoding.to_dict(),
-        "inv_freq": arch.position_encoding.inv_freq().tolist(),
-        "rotated_pairs": arch.position_encoding.rotated_pairs,
-        "arch": {k: v for k, v in dataclasses.asdict(arch).items() if k != "position_encoding"},
-        "padded_vocab_size": padded_vocab_size,
-        "tokenizer": {"type": tokenizer_type,
-                      "model": str(Path(tokenizer_model).resolve()) if tokenizer_model else None},
-        "args": _jsonable(args),
-    }
-
-
-def write_run_metadata(directory: str | Path, metadata: dict[str, Any]) -> Path:
-    """`directory/hope_run.json` (rank 0 writes it)."""
-    path = Path(directory) / RUN_METADATA_FILENAME
-    path.write_text(json.dumps(metadata, indent=2) + "\n")
-    return path
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+    return RunMetadata.of(arch, padded_vocab_size, tokenizer_type, tokenizer_model, args)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -243,19 +197,23 @@ def save_checkpoint(
     model_chunks,
     optimizer,
     scheduler,
-    run_metadata: dict[str, Any],
+    run_metadata: RunMetadata,
 ) -> Path:
     """Save on every rank; returns the final checkpoint directory.
 
     `model_chunks` are the unwrapped megatron-core models (one per virtual stage).
     """
     final = checkpoint_dir(save_dir, state.iteration)
-    staging = final.with_name(final.name + ".incomplete")
     rank = dist.get_rank()
+    # One staging name for every rank: rank 0's pid (the process whose liveness guards it).
+    owner = [os.getpid()]
+    dist.broadcast_object_list(owner, src=0)
+    staging = checkpoint_files.staging_name(final, owner[0])
     if rank == 0:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
+        checkpoint_files.remove_stale_staging(Path(save_dir), prefix="iter_")
         if staging.exists():
-            shutil.rmtree(staging)  # left by a save that was killed midway
+            shutil.rmtree(staging)
         staging.mkdir()
     dist.barrier()
 
@@ -270,19 +228,16 @@ def save_checkpoint(
     sharded["consumed_train_samples"] = state.consumed_train_samples
     sharded["rng_state"] = _rng_sharded_object(_rng_state())
     dist_checkpointing.save(sharded, str(staging), content_metadata=dict(OPTIMIZER_SHARDING))
+    # Each rank makes its own shard files durable; rank 0 the shared files and the directory.
+    checkpoint_files.fsync_tree(staging, lambda name: name.startswith(f"__{rank}_"))
     dist.barrier()
 
     if rank == 0:
-        metadata = dict(run_metadata, iteration=state.iteration,
-                        consumed_train_samples=state.consumed_train_samples, layout=layout())
-        write_run_metadata(staging, metadata)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        tracker = Path(save_dir) / TRACKER_FILENAME
-        tmp = tracker.with_name(tracker.name + ".tmp")
-        tmp.write_text(f"{state.iteration}\n")
-        os.replace(tmp, tracker)
+        run_metadata.at(state.iteration, state.consumed_train_samples, layout()).write(staging)
+        checkpoint_files.fsync_tree(staging, lambda name: not name.startswith("__"))
+        checkpoint_files.publish_directory(staging, final)
+        checkpoint_files.write_text_atomic(Path(save_dir) / TRACKER_FILENAME,
+                                           f"{state.iteration}\n")
     dist.barrier()
     return final
 
@@ -294,13 +249,16 @@ def load_checkpoint(
     scheduler,
     load_optimizer: bool = True,
     load_rng: bool = True,
+    iteration: int | None = None,
 ) -> tuple[TrainingState, dict[str, Any]]:
-    """Load the tracker's checkpoint into the given objects; returns the state and metadata.
+    """Load a checkpoint (default: the tracker's) into the given objects; returns the state and
+    metadata.
 
     RNG states are restored only when the checkpoint's TP/PP layout equals the current one (they
     are per model-parallel rank); optimizer and model state reshard to any layout.
     """
-    iteration = read_tracker(load_dir)
+    if iteration is None:
+        iteration = read_tracker(load_dir)
     directory = checkpoint_dir(load_dir, iteration)
     if not directory.is_dir():
         raise ValueError(

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("megatron.core").setLevel(logging.WARNING)
     config = parse_config(argv)
     from megatron_hope.megatron.cpu import cpu_execution
+    from megatron_hope.training.numerics import NonFiniteTrainingError
 
     try:
         with cpu_execution():  # CUDA where there is a GPU; the host, through the shim, elsewhere
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"hope-pretrain: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteTrainingError as error:
+        print(f"hope-pretrain: stopped: {error}", file=sys.stderr)
+        return 1
     if result.logging_rank and result.train_losses:
         first, last = min(result.train_losses), max(result.train_losses)
         print(f"done: {result.final_iteration} iterations ({result.exit_reason}); lm loss "

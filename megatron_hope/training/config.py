@@ -90,8 +90,6 @@ class PretrainConfig:
     """Keep compute weights in FP8 and all-gather them in FP8 (TE, FP8, distributed optimizer)."""
     calculate_per_token_loss: bool = False
     """Average the loss over all tokens of the global batch, not per micro-batch."""
-    check_for_nan_in_loss_and_grad: bool = False
-    """megatron-core's NaN check of the reduced gradients (Megatron-LM defaults it on)."""
 
     # Batches and schedule.
     micro_batch_size: int = 8
@@ -154,6 +152,15 @@ class PretrainConfig:
     manual_gc: bool = False
     """Disable Python's automatic GC; collect at --manual-gc-interval steps and around eval."""
     manual_gc_interval: int = 0
+    strict_load: bool = False
+    """--load stops when the checkpoint its tracker names is incomplete, instead of falling back
+    to the newest complete one."""
+
+    # Numbers that go bad (`training.numerics` has the policy).
+    check_for_nan_in_loss_and_grad: bool = True
+    """Megatron-LM's `--no-check-for-nan-in-loss-and-grad` turns the check (and the skip) off."""
+    max_consecutive_nan_iterations: int = 10
+    """Stop the run after this many NaN/Inf iterations in a row."""
 
     # Evaluation and logging.
     eval_interval: int = 100
@@ -170,7 +177,8 @@ class PretrainConfig:
     """CUDA allocator statistics (mem-*-bytes) to TensorBoard every step."""
 
     def __post_init__(self) -> None:
-        for name in ("micro_batch_size", "log_interval", "eval_interval", "seed"):
+        for name in ("micro_batch_size", "log_interval", "eval_interval", "seed",
+                     "max_consecutive_nan_iterations"):
             if getattr(self, name) < (0 if name == "seed" else 1):
                 raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
         for name in ("train_iters", "eval_iters", "lr_warmup_iters", "num_workers"):

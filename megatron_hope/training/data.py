@@ -185,6 +185,10 @@ def build_data_loader(
         # without CUDA (torch then warns and ignores the flag).
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
+        # Its own generator: every DataLoader iterator draws a worker seed, which from the
+        # global generator would shift the dropout masks of a resumed run (whose loader starts
+        # after the RNG state is restored) away from those of the uninterrupted run.
+        generator=torch.Generator().manual_seed(consumed_samples),
     )
 
 

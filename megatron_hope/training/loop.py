@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -30,7 +28,7 @@ from megatron_hope.megatron.model import (
     build_transformer_config,
     padded_vocab_size,
 )
-from megatron_hope.training import checkpointing
+from megatron_hope.training import checkpointing, helper_processes, numerics
 from megatron_hope.training.config import PretrainConfig
 from megatron_hope.training.data import (
     build_data_loader,
@@ -56,6 +54,7 @@ from megatron_hope.training.reporting import (
     format_validation_line,
 )
 from megatron_hope.training.run_control import ExitDuration, ManualGC, SignalFlag
+from megatron_hope.training.run_metadata import canonical_encoding, canonical_encoding_dict
 from megatron_hope.training.step import LOSS_KEY, forward_step, mean_loss
 from megatron_hope.training.throughput import ThroughputMeter, memory_scalars
 
@@ -102,10 +101,11 @@ class Trainer:
             pipeline_model_parallel_size=config.pipeline_model_parallel_size,
             **transformer_overrides(config),
         )
+        self.load_iteration = checkpointing.agreed_load_iteration(config.load, config.strict_load)
         self.padded_vocab_size = padded_vocab_size(
             tokenizer.vocab_size,
             config.tensor_model_parallel_size,
-            checkpoint_padded_size=_saved_padded_vocab_size(config.load),
+            checkpoint_padded_size=_saved_padded_vocab_size(config.load, self.load_iteration),
         )
         model = build_model(
             arch,
@@ -142,11 +142,18 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    def run_metadata(self) -> dict[str, Any]:
+    def run_metadata(self) -> checkpointing.RunMetadata:
         return checkpointing.run_metadata(
             self.arch, self.padded_vocab_size, self.config.tokenizer_type,
             self.config.tokenizer_model, dataclasses.asdict(self.config),
         )
+
+    def resumed_from_save_dir(self) -> bool:
+        """True when this run continues the checkpoint series it saves to."""
+        config = self.config
+        return bool(self.load_iteration is not None and config.save and config.load
+                    and not config.no_load_optim
+                    and Path(config.save).resolve() == Path(config.load).resolve())
 
     def save(self) -> str:
         force_param_sync(self.model, self.config)
@@ -161,12 +168,13 @@ class Trainer:
         load_dir = self.config.load
         if load_dir is None:
             return False
-        if not (Path(load_dir) / checkpointing.TRACKER_FILENAME).is_file():
+        if self.load_iteration is None:
             logger.warning("--load %s holds no checkpoint yet: starting from scratch", load_dir)
             return False
-        metadata = checkpointing.read_run_metadata(load_dir)
+        metadata = checkpointing.read_run_metadata(load_dir, self.load_iteration)
         saved = metadata.get("position_encoding")
-        current = self.arch.position_encoding.to_dict()
+        saved = canonical_encoding_dict(saved) if saved is not None else None
+        current = canonical_encoding(self.arch.position_encoding).to_dict()
         if saved is not None and saved != current and not self.config.no_load_optim:
             raise ValueError(
                 f"--load {load_dir} was trained with position encoding {saved}, this run asks "
@@ -176,7 +184,11 @@ class Trainer:
         self.state, _ = checkpointing.load_checkpoint(
             load_dir, [_unwrap(m) for m in self.model], self.optimizer, self.scheduler,
             load_optimizer=not self.config.no_load_optim, load_rng=not self.config.no_load_rng,
+            iteration=self.load_iteration,
         )
+        if dist.get_rank() == 0:
+            print(f" successfully loaded checkpoint from {load_dir} at iteration "
+                  f"{self.state.iteration}", flush=True)
         if self.config.no_load_optim:
             # A model-only load (new layout, new encoding, or fine-tuning) starts its schedule anew.
             self.state = checkpointing.TrainingState()
@@ -196,16 +208,22 @@ class Trainer:
             forward_only=forward_only,
         )
 
-    def train_step(self, data_iterator) -> tuple[dict[str, float], float | None, bool]:
+    def train_step(self, data_iterator) -> tuple[dict[str, float], float | None, bool, bool]:
+        """One global batch and update; returns (losses, grad norm, updated, non-finite).
+
+        A NaN/Inf loss or gradient on any rank skips the update (`numerics` has the policy)."""
         for chunk in self.model:
             chunk.train()
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
-        losses = self._run_schedule(data_iterator, forward_only=False)
+        losses = mean_loss(self._run_schedule(data_iterator, forward_only=False))
+        if self.config.check_for_nan_in_loss_and_grad and numerics.nonfinite_on_any_rank(
+                losses.get(LOSS_KEY), self.model):
+            return losses, None, False, True
         update_successful, grad_norm, _ = self.optimizer.step()
         if update_successful:
             self.scheduler.step(increment=self.global_batch_size)
-        return mean_loss(losses), grad_norm, update_successful
+        return losses, grad_norm, update_successful, False
 
     @torch.no_grad()
     def evaluate(self, dataset) -> dict[str, float]:
@@ -227,10 +245,10 @@ class Trainer:
         return mean_loss(collected)
 
 
-def _saved_padded_vocab_size(load_dir: str | None) -> int | None:
-    if load_dir is None or not (Path(load_dir) / checkpointing.TRACKER_FILENAME).is_file():
+def _saved_padded_vocab_size(load_dir: str | None, iteration: int | None) -> int | None:
+    if load_dir is None or iteration is None:
         return None
-    return checkpointing.read_run_metadata(load_dir).get("padded_vocab_size")
+    return checkpointing.read_run_metadata(load_dir, iteration).get("padded_vocab_size")
 
 
 def pretrain(config: PretrainConfig, tokenizer) -> PretrainResult:
@@ -241,6 +259,7 @@ def pretrain(config: PretrainConfig, tokenizer) -> PretrainResult:
     """
     started = time.monotonic()  # --exit-duration-in-mins counts set-up, as Megatron-LM's does
     created_group = not dist.is_initialized()
+    helper_processes.install()
     initialize_distributed(config.tensor_model_parallel_size, config.pipeline_model_parallel_size,
                            timeout_minutes=config.distributed_timeout_minutes)
     try:
@@ -284,8 +303,10 @@ def _train(config: PretrainConfig, trainer: Trainer, started: float) -> Pretrain
     tokens_per_step = trainer.global_batch_size * config.arch.seq_length
     interval = IntervalStats()
     measured_seconds, measured_steps = 0.0, 0
-    saved_at = None
+    # A resumed run does not write again the checkpoint it resumed from.
+    saved_at = state.iteration if trainer.resumed_from_save_dir() else None
     validated_at = None
+    nan_streak = numerics.NanStreak(config.max_consecutive_nan_iterations)
 
     def checkpoint_now() -> None:
         nonlocal saved_at
@@ -320,7 +341,7 @@ def _train(config: PretrainConfig, trainer: Trainer, started: float) -> Pretrain
             ))
         while state.iteration < config.train_iters:
             started = time.perf_counter()
-            losses, grad_norm, updated = trainer.train_step(iterator)
+            losses, grad_norm, updated, nonfinite = trainer.train_step(iterator)
             seconds = time.perf_counter() - started
             state.iteration += 1
             state.consumed_train_samples += trainer.global_batch_size
@@ -333,9 +354,10 @@ def _train(config: PretrainConfig, trainer: Trainer, started: float) -> Pretrain
                 result.train_losses[state.iteration] = loss
                 if grad_norm is not None:
                     result.grad_norms[state.iteration] = float(grad_norm)
-                if not math.isfinite(loss):
-                    logger.warning("iteration %d: loss is %s", state.iteration, loss)
-                interval.add(losses, seconds)
+                if nonfinite:
+                    logger.warning("iteration %d: NaN/Inf loss (%s) or gradient; update skipped",
+                                   state.iteration, loss)
+                interval.add(losses, seconds, skipped=not updated, nan=nonfinite)
                 reporter.advance({"loss": loss})
                 reporter.scalars(state.iteration, {
                     LOSS_KEY: loss,
@@ -357,9 +379,11 @@ def _train(config: PretrainConfig, trainer: Trainer, started: float) -> Pretrain
                         trainer.global_batch_size, interval.mean_losses(),
                         float(grad_norm) if grad_norm is not None else None,
                         tokens_per_step / max(mean_seconds, 1e-9),
-                        skipped_iterations=0 if updated else 1, flops_fields=flops_fields,
+                        skipped_iterations=interval.skipped, nan_iterations=interval.nan,
+                        flops_fields=flops_fields,
                     ))
                     interval = IntervalStats()
+            nan_streak.record(state.iteration, nonfinite, result.last_checkpoint)
             if state.iteration % config.eval_interval == 0:
                 validate()
             if config.save_interval and state.iteration % config.save_interval == 0:

@@ -38,7 +38,9 @@ def ddp_config(config: PretrainConfig) -> DistributedDataParallelConfig:
         overlap_grad_reduce=config.overlap_grad_reduce,
         overlap_param_gather=config.overlap_param_gather,
         use_distributed_optimizer=config.use_distributed_optimizer,
-        check_for_nan_in_grad=config.check_for_nan_in_loss_and_grad,
+        # Off: megatron-core's DDP check raises on a NaN gradient, before `training.numerics`
+        # can apply the documented policy (skip the update, count it, stop after N in a row).
+        check_for_nan_in_grad=False,
         bucket_size=config.ddp_bucket_size,
         fp8_param_gather=config.fp8_param_gather,
     )

@@ -64,15 +64,24 @@ class IntervalStats:
     losses: dict[str, float] = field(default_factory=dict)
     iterations: int = 0
     seconds: float = 0.0
+    skipped: int = 0
+    """Iterations whose update was skipped (NaN/Inf among them)."""
+    nan: int = 0
+    """Iterations with a NaN/Inf loss or gradient; their losses stay out of the mean."""
 
-    def add(self, losses: dict[str, float], seconds: float) -> None:
-        for key, value in losses.items():
-            self.losses[key] = self.losses.get(key, 0.0) + value
+    def add(self, losses: dict[str, float], seconds: float, skipped: bool = False,
+            nan: bool = False) -> None:
+        if not nan:
+            for key, value in losses.items():
+                self.losses[key] = self.losses.get(key, 0.0) + value
         self.iterations += 1
         self.seconds += seconds
+        self.skipped += int(skipped)
+        self.nan += int(nan)
 
     def mean_losses(self) -> dict[str, float]:
-        return {key: value / max(1, self.iterations) for key, value in self.losses.items()}
+        counted = max(1, self.iterations - self.nan)
+        return {key: value / counted for key, value in self.losses.items()}
 
 
 class Reporter:
