@@ -147,7 +147,8 @@ def dcp_problem(directory: Path) -> str | None:
     """
     from torch.distributed.checkpoint import FileSystemReader
 
-    for name in (".metadata", "metadata.json", "common.pt"):
+    # common.pt is not required: megatron-core 0.19 writes none when the common state is empty.
+    for name in (".metadata", "metadata.json"):
         if not (directory / name).is_file():
             return f"{directory}/{name} is missing"
     try:

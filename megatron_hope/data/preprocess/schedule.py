@@ -77,12 +77,14 @@ def encode_pending(
                 tracker.submit(
                     pool.submit(worker.encode_range, shard),
                     lambda record, shard=shard: results.shard(shard.prefix, record),
+                    order=(shard.file.index, shard.number),
                 )
             if len(streams) >= config.workers:
                 for file in streams:
                     tracker.submit(
                         pool.submit(worker.encode_stream, file),
                         lambda result, file=file: results.stream(file, result),
+                        order=(file.index, 0),
                     )
             else:
                 for file in streams:
@@ -112,29 +114,50 @@ def _stream_in_parent(file, pool, tracker, state, results: Results, in_flight: i
         tracker.submit(
             pool.submit(worker.encode_chunk, shard, data, first_line),
             lambda record, shard=shard: results.shard(shard.prefix, record),
+            order=(file.index, shard.number),
         )
     results.layouts[file.base] = stream.finish(state)
 
 
 class _Tracker:
-    """Futures in flight, each with what to do with its value."""
+    """Futures in flight, each with what to do with its value and its place in the input.
+
+    Workers finish in any order, but an error must be the one a single worker would have met
+    first (`--strict`: the first bad record in file order). So after an error the shards that
+    come later are cancelled, the earlier ones still in flight finish, and the earliest error
+    is raised.
+    """
 
     def __init__(self, progress: Progress, counters) -> None:
         self.progress = progress
         self.counters = counters
         self.pending: list = []
+        self.error: tuple | None = None  # (order, exception) of the earliest failed shard
 
-    def submit(self, future, on_value) -> None:
-        self.pending.append((future, on_value))
+    def submit(self, future, on_value, order: tuple[int, int]) -> None:
+        self.pending.append((future, on_value, order))
+        if self.error is not None and order > self.error[0]:
+            future.cancel()
 
     def poll(self, timeout: float) -> None:
         if self.pending:
-            wait([future for future, _ in self.pending], timeout, return_when=FIRST_COMPLETED)
+            wait([item[0] for item in self.pending], timeout, return_when=FIRST_COMPLETED)
         for item in [item for item in self.pending if item[0].done()]:
             self.pending.remove(item)
-            future, on_value = item
-            on_value(future.result())  # re-raises a worker's exception here
+            future, on_value, order = item
+            if future.cancelled():
+                continue
+            error = future.exception()
+            if error is None:
+                on_value(future.result())
+            elif self.error is None or order < self.error[0]:
+                self.error = (order, error)
+                for later in self.pending:
+                    if later[2] > order:
+                        later[0].cancel()
         self.progress.update(self.counters)
+        if self.error is not None and not any(item[2] < self.error[0] for item in self.pending):
+            raise self.error[1]
 
 
 @contextlib.contextmanager
