@@ -9,10 +9,14 @@ machine has no ../shared).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TAGS = {"0.16": "core_v0.16.1", "0.19": "core_v0.19.0"}
@@ -48,6 +52,18 @@ def missing_archive_reason() -> str | None:
         return (f"Megatron-LM archive megatron-lm-{archive_tag()}.tar.gz not found in "
                 f"{archive_folder()} (set MEGATRON_LM_ARCHIVES to the folder that holds it)")
     return None
+
+
+def unpack_or_skip(needed_packages: Sequence[str] = ()) -> Path:
+    """The unpacked folder, or skip the calling test saying what is missing: the archive, or
+    packages that Megatron-LM's code imports (e.g. `six`, `nltk`, `triton` for its tools)."""
+    reason = missing_archive_reason()
+    missing = [name for name in needed_packages if importlib.util.find_spec(name) is None]
+    if reason is None and missing:
+        reason = f"Megatron-LM's code needs {', '.join(missing)} (pip install them)"
+    if reason is not None:
+        pytest.skip(reason)
+    return unpack()
 
 
 def unpack() -> Path:

@@ -3,12 +3,11 @@
 The archive is the tag that pairs with the installed megatron-core (0.16.x: core_v0.16.1,
 0.19.x: core_v0.19.0); `MEGATRON_LM_ARCHIVES` names another folder holding
 `megatron-lm-<tag>.tar.gz`. The tool imports `megatron.training`, which needs `six`, `nltk` and
-`triton` (through megatron-core); `missing_reason` says what is absent so tests can skip.
+`triton` (through megatron-core); `unpack_tool_or_skip` skips a test, saying what is absent.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,8 +17,7 @@ from pathlib import Path
 from tests.megatron_lm_archive import (  # noqa: F401 (re-exported for the parity tests)
     REPOSITORY,
     archive_tag,
-    missing_archive_reason,
-    unpack,
+    unpack_or_skip,
 )
 
 NEEDED_PACKAGES = ("six", "nltk", "triton")
@@ -35,15 +33,9 @@ for argv in json.loads(sys.argv[2]):
 """
 
 
-def missing_reason() -> str | None:
-    """Why Megatron-LM's tool cannot run here, or None."""
-    reason = missing_archive_reason()
-    if reason is not None:
-        return reason
-    missing = [name for name in NEEDED_PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        return f"Megatron-LM's preprocess_data.py needs {', '.join(missing)} (pip install them)"
-    return None
+def unpack_tool_or_skip() -> Path:
+    """The unpacked Megatron-LM folder whose tools can run here, or skip saying why not."""
+    return unpack_or_skip(NEEDED_PACKAGES)
 
 
 def run_preprocess_data(folder: Path, runs: list[list[str]], cwd: Path) -> None:

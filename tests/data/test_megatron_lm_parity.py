@@ -80,11 +80,8 @@ def gpt2_stand_in(directory: Path, kinds) -> None:
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     """{kind: (megatron_prefix, hope_prefix)} after running both tools on every kind."""
-    reason = megatron_lm.missing_reason()
-    if reason:
-        pytest.skip(reason)
+    tool = megatron_lm.unpack_tool_or_skip()
     root = tmp_path_factory.mktemp("parity")
-    tool = megatron_lm.unpack()
     kinds = make_tokenizer_kinds(root / "tokenizers")
     gpt2_stand_in(root, kinds)
     text_corpus = root / "corpus.jsonl"

@@ -50,13 +50,10 @@ def test_launcher_says_how_to_get_megatron_lm(monkeypatch, capsys):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    reason = megatron_lm.missing_reason()
-    if reason:
-        pytest.skip(reason)
+    folder = megatron_lm.unpack_tool_or_skip()
     from megatron_hope.data.sample_data import prepare_sample_data
 
     work = tmp_path_factory.mktemp("megatron_lm_loop")
-    folder = megatron_lm.unpack()
     sample = prepare_sample_data(work / "data", vocab_size=600, max_bytes=300_000)
     save = work / "checkpoints"
     flags = [

@@ -84,10 +84,8 @@ print(json.dumps({"method": method, "flops": results}))
 
 def unpacked_megatron_lm() -> tuple[str, Path]:
     """(tag, unpacked folder) for the installed megatron-core, or skip saying what is missing."""
-    reason = megatron_lm_archive.missing_archive_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    return megatron_lm_archive.archive_tag(), megatron_lm_archive.unpack()
+    folder = megatron_lm_archive.unpack_or_skip()
+    return megatron_lm_archive.archive_tag(), folder
 
 
 def architecture(**shape) -> ModelArchitecture:

@@ -39,10 +39,8 @@ def architecture(**shape) -> ModelArchitecture:
 @pytest.fixture(scope="module")
 def megatron_lm_report():
     """(tag, Megatron-LM's `report_theoretical_memory`)."""
-    reason = megatron_lm_archive.missing_archive_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    tag, folder = megatron_lm_archive.archive_tag(), megatron_lm_archive.unpack()
+    folder = megatron_lm_archive.unpack_or_skip()
+    tag = megatron_lm_archive.archive_tag()
     path = folder / "megatron/training/theoretical_memory_usage.py"
     source = path.read_text()
     namespace = {
