@@ -49,7 +49,7 @@ def make_trainer(args, kind: str):
     from megatron_hope.rope.config import PositionEncodingConfig
     from megatron_hope.training.config import PretrainConfig
     from megatron_hope.training.distributed import set_random_seed
-    from megatron_hope.training.loop import Trainer
+    from megatron_hope.training.trainer import Trainer
 
     head_dim = args.hidden_size // args.num_attention_heads
     arch = ModelArchitecture(

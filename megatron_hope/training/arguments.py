@@ -15,7 +15,7 @@ from megatron_hope.megatron.model import (
 )
 from megatron_hope.rope.config import PositionEncodingConfig
 from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
-from megatron_hope.training.config import LR_DECAY_STYLES, PretrainConfig
+from megatron_hope.training.config import EXIT_SIGNALS, LR_DECAY_STYLES, PretrainConfig
 from megatron_hope.training.feature_checks import (
     CP_COMM_TYPES,
     RECOMPUTE_GRANULARITIES,
@@ -131,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--no-load-optim", action="store_true")
     ckpt.add_argument("--no-load-rng", action="store_true")
     ckpt.add_argument("--exit-interval", type=int, default=None)
-    ckpt.add_argument("--exit-signal-handler", action="store_true")
+    ckpt.add_argument("--exit-signal-handler", action="store_true",
+                      help="on --exit-signal, save a checkpoint and stop at the next step")
+    ckpt.add_argument("--exit-signal", choices=EXIT_SIGNALS, default="SIGTERM",
+                      help="the signal --exit-signal-handler listens for (Slurm: SIGTERM on "
+                      "preemption, or SIGUSR1 with sbatch --signal=USR1@SECONDS)")
     ckpt.add_argument("--async-save", action="store_true")
     ckpt.add_argument("--strict-load", action="store_true",
                       help="stop when the checkpoint the tracker names is incomplete, instead of "

@@ -15,6 +15,8 @@ from megatron_hope.megatron.model import ModelArchitecture
 from megatron_hope.training.feature_checks import check_features
 
 LR_DECAY_STYLES = ("constant", "linear", "cosine", "inverse-square-root", "WSD")
+EXIT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+"""What `--exit-signal` accepts: Slurm preempts with SIGTERM, `--signal=USR1@secs` warns ahead."""
 
 DEFAULT_RUN_DIR = Path("runs") / "hope-default"
 """Where the embedded default run (no --data-path) keeps its data, checkpoints and logs."""
@@ -143,6 +145,8 @@ class PretrainConfig:
     no_load_rng: bool = False
     exit_interval: int | None = None
     exit_signal_handler: bool = False
+    exit_signal: str = "SIGTERM"
+    """The signal `--exit-signal-handler` saves and stops on (Megatron-LM's `--exit-signal`)."""
     exit_duration_in_mins: float | None = None
     """Save and stop once the run has lasted this long (checked after every step)."""
     async_save: bool = False
@@ -184,6 +188,9 @@ class PretrainConfig:
         for name in ("train_iters", "eval_iters", "lr_warmup_iters", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.exit_signal not in EXIT_SIGNALS:
+            raise ValueError(
+                f"--exit-signal {self.exit_signal!r} is not one of {', '.join(EXIT_SIGNALS)}")
         if self.lr_decay_style not in LR_DECAY_STYLES:
             raise ValueError(
                 f"--lr-decay-style {self.lr_decay_style!r} is not one of "

@@ -12,6 +12,7 @@ Megatron-LM's `build_pretraining_data_loader` builds it; `get_batch` moves each 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ from megatron.core.datasets.blended_megatron_dataset_config import parse_and_nor
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, MockGPTDataset
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import get_blend_from_list
+
+from megatron_hope.training.run_control import survive_exit_signal
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
 SPLIT_NAMES = ("train", "validation", "test")
@@ -171,8 +174,11 @@ def build_data_loader(
     data_parallel_rank: int,
     data_parallel_size: int,
     num_workers: int,
+    exit_signal: str | None = None,
 ) -> torch.utils.data.DataLoader:
-    """Megatron-LM's pretraining loader: batch sampler, worker processes, pinned host memory."""
+    """Megatron-LM's pretraining loader: batch sampler, worker processes, pinned host memory.
+    With `exit_signal` (the run's `--exit-signal` when its handler is on), the workers outlive
+    that signal so that the rank can finish its step and save."""
     sampler = PretrainingBatchSampler(
         len(dataset), consumed_samples, micro_batch_size, data_parallel_rank, data_parallel_size
     )
@@ -189,7 +195,13 @@ def build_data_loader(
         # global generator would shift the dropout masks of a resumed run (whose loader starts
         # after the RNG state is restored) away from those of the uninterrupted run.
         generator=torch.Generator().manual_seed(consumed_samples),
+        worker_init_fn=(functools.partial(_ignore_in_worker, exit_signal)
+                        if exit_signal and num_workers > 0 else None),
     )
+
+
+def _ignore_in_worker(exit_signal: str, worker_id: int) -> None:
+    survive_exit_signal(exit_signal)
 
 
 def get_batch(data_iterator: Iterable | Iterator) -> dict[str, torch.Tensor]:

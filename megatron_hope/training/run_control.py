@@ -22,13 +22,16 @@ def _any_rank(value: bool) -> bool:
 
 
 class SignalFlag:
-    """Set by SIGTERM (`--exit-signal-handler`): the run saves and stops at the next step."""
+    """Set by `--exit-signal` (`--exit-signal-handler`): the run saves and stops at the next
+    step on every rank, as soon as any rank has received it."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, signal_name: str = "SIGTERM") -> None:
         self.received = False
+        self.signal_name = signal_name
+        self._signal = signal.Signals[signal_name]
         self._previous = None
         if enabled:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = signal.signal(self._signal, self._handle)
 
     def _handle(self, signum, frame) -> None:
         self.received = True
@@ -38,7 +41,14 @@ class SignalFlag:
 
     def restore(self) -> None:
         if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+            signal.signal(self._signal, self._previous)
+
+
+def survive_exit_signal(signal_name: str) -> None:
+    """A DataLoader worker's `worker_init_fn`: Slurm signals every process of a step, and a worker
+    killed by the exit signal would make the rank's next batch raise before it could save. The
+    worker ignores it and ends when its rank closes the loader (or dies: torch's watchdog)."""
+    signal.signal(signal.Signals[signal_name], signal.SIG_IGN)
 
 
 class ExitDuration:

@@ -133,3 +133,39 @@ def test_sbatch_wait_propagates_a_failing_job(slurm, tmp_path):
     assert "unrecognized arguments: --no-such-flag" in stderr, message
     if info:
         assert (info["JobState"], info["ExitCode"]) == ("FAILED", "2:0"), info
+
+
+@pytest.fixture(scope="module")
+def preemption_data(slurm, tmp_path_factory) -> dict:
+    from tests.synthetic_corpus import prepare_golden_data
+
+    return prepare_golden_data(tmp_path_factory.mktemp("preemption-data"))
+
+
+def test_scancel_signal_saves_on_every_rank_and_the_next_job_resumes_exactly(
+        slurm, preemption_data, tmp_path):
+    """`scancel --signal=USR1` (what `sbatch --signal=USR1@SECONDS` sends before the time limit)
+    reaches every process of the step, DataLoader workers included: both ranks save one
+    checkpoint, the step exits 0, and the next job's losses are the uninterrupted run's."""
+    from tests.training import preemption
+
+    reference = preemption.reference_run(preemption_data, tmp_path / "reference")
+    save_dir = tmp_path / "ckpt"
+    loss_file = tmp_path / "losses.txt"
+    flags = [*preemption.preemption_flags(preemption_data, save_dir),
+             "--exit-signal-handler", "--exit-signal", "SIGUSR1"]
+    name = f"preempt-{os.getpid()}"
+    env = job_env(slurm)
+    srun = ["srun", "--ntasks=2", "--kill-on-bad-exit=1", "--time=5", f"--job-name={name}",
+            sys.executable, *preemption.job_command(loss_file, flags)]
+
+    def scancel(job):
+        done = slurm.run("scancel", "--signal=USR1", f"--name={name}")
+        assert done.returncode == 0, done.stderr
+
+    preempted = preemption.run_and_preempt(srun, env, tmp_path, loss_file, save_dir, scancel)
+    assert "SIGUSR1" in preempted.output, preempted.output[-3000:]
+    resumed = subprocess.run(srun, cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=JOB_TIMEOUT_S)
+    assert resumed.returncode == 0, _report(resumed, slurm)
+    preemption.check_exact_resume(reference, preempted, loss_file)

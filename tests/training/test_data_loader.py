@@ -66,3 +66,23 @@ def test_loader_yields_the_sampler_order_and_resumes_at_consumed_samples(num_wor
 def test_sampler_refuses_a_bad_rank():
     with pytest.raises(ValueError, match="data-parallel rank 2"):
         PretrainingBatchSampler(DATASET_SIZE, 0, 2, 2, 2)
+
+
+def test_workers_outlive_the_exit_signal_so_the_rank_can_save():
+    """Slurm signals every process of a step, DataLoader workers included. Under fork the
+    workers inherit the rank's handler, but under spawn/forkserver (Python 3.14's default) they
+    would die of the signal and the rank's next batch would raise before it could save."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    loader = build_data_loader(IndexDataset(), 0, 2, 0, 1, 1, exit_signal="SIGUSR1")
+    loader.multiprocessing_context = multiprocessing.get_context("spawn")
+    batches = iter(loader)
+    next(batches)
+    [worker] = batches._workers
+    os.kill(worker.pid, signal.SIGUSR1)
+    time.sleep(0.5)
+    assert worker.is_alive()
+    assert len(list(itertools.islice(batches, 3))) == 3
