@@ -78,6 +78,11 @@ def check_architecture(arch: ModelArchitecture, target: str) -> None:
         if arch.head_dim * arch.num_attention_heads != arch.hidden_size:
             problems.append(f"kv_channels {arch.head_dim} != hidden_size / num_attention_heads "
                             f"(Phi3 derives the head dim from them; use --target llama)")
+    if arch.no_rope_freq is not None and any(arch.no_rope_freq):
+        layers = [i for i, skip in enumerate(arch.no_rope_freq) if skip]
+        problems.append(
+            f"--no-rope-freq layers {layers} (both HF targets rotate in every layer; "
+            "transformers' per-layer NoPE lives in Llama 4 and SmolLM3 only)")
     if problems:
         raise ConversionError(f"--target {target} cannot express this checkpoint: "
                               + "; ".join(problems))

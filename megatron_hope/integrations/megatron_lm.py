@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from megatron_hope.megatron.model import HopeGPTModel, ModelArchitecture
+from megatron_hope.megatron.no_rope import parse_no_rope_freq
 from megatron_hope.rope.config import PositionEncodingConfig
 from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
 from megatron_hope.training import checkpointing
@@ -175,7 +176,15 @@ def architecture_from_args(args: argparse.Namespace) -> ModelArchitecture | None
         fp8_format=args.fp8,
         fp8_recipe=getattr(args, "fp8_recipe", "delayed"),
         apply_rope_fusion=False,  # a kernel choice of the run, not of the model: loads set it
+        no_rope_freq=_no_rope_pattern(getattr(args, "no_rope_freq", None), args.num_layers),
     )
+
+
+def _no_rope_pattern(value, num_layers: int) -> tuple[int, ...] | None:
+    """Megatron-LM's parsed --no-rope-freq (an int, or the list its expression gave)."""
+    if isinstance(value, list):
+        value = repr(value)
+    return parse_no_rope_freq(value, num_layers)
 
 
 def run_metadata_from_args(args: argparse.Namespace) -> checkpointing.RunMetadata | None:

@@ -20,6 +20,7 @@ from megatron.core.models.gpt.gpt_layer_specs import (
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from megatron_hope.megatron.no_rope import parse_no_rope_freq
 from megatron_hope.megatron.rotary import HopeRotaryEmbedding
 from megatron_hope.rope.config import PositionEncodingConfig
 
@@ -83,6 +84,9 @@ class ModelArchitecture:
     which ones run depends on the installed Transformer Engine and the GPU generation."""
     apply_rope_fusion: bool = False
     """--apply-rope-fusion: TE's fused RoPE kernel (exact for HoPE: zero-frequency pairs)."""
+    no_rope_freq: tuple[int, ...] | None = None
+    """--no-rope-freq, expanded to one entry per layer (1: the layer skips rotary); see
+    `megatron.no_rope.parse_no_rope_freq`."""
 
     def __post_init__(self) -> None:
         positive = ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "seq_length")
@@ -140,6 +144,10 @@ class ModelArchitecture:
                 "--apply-rope-fusion uses Transformer Engine's fused RoPE kernel; add "
                 "--transformer-impl transformer_engine or drop --apply-rope-fusion"
             )
+        if self.no_rope_freq is not None:
+            # JSON metadata gives back a list; the pattern is validated as the flag's value.
+            object.__setattr__(self, "no_rope_freq", parse_no_rope_freq(
+                repr(list(self.no_rope_freq)), self.num_layers))
         if self.max_positions < self.seq_length:
             raise ValueError(
                 f"--max-position-embeddings ({self.max_positions}) is below --seq-length "
@@ -206,6 +214,8 @@ def build_transformer_config(
         extra.update(fp8=arch.fp8_format, fp8_recipe=arch.fp8_recipe)
     if arch.swiglu:
         extra.update(gated_linear_unit=True, activation_func=F.silu)
+    if arch.no_rope_freq is not None and any(arch.no_rope_freq):
+        extra.update(no_rope_freq=list(arch.no_rope_freq))
     return TransformerConfig(
         num_layers=arch.num_layers,
         hidden_size=arch.hidden_size,

@@ -13,6 +13,7 @@ from megatron_hope.megatron.model import (
     TRANSFORMER_IMPLS,
     ModelArchitecture,
 )
+from megatron_hope.megatron.no_rope import parse_no_rope_freq
 from megatron_hope.rope.config import PositionEncodingConfig
 from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
 from megatron_hope.training.config import EXIT_SIGNALS, LR_DECAY_STYLES, PretrainConfig
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--fp8-param-gather", action="store_true",
                        help="FP8 compute weights, all-gathered in FP8 (TE, distributed optimizer)")
     model.add_argument("--apply-rope-fusion", action="store_true")
+    model.add_argument("--no-rope-freq", default=None,
+                       help="layers that skip rotary (NoPE layers), as Megatron-LM's flag: N "
+                       "(every N-th layer) or a 0/1 list expression such as \"([0]*3+[1])*2\"")
 
     add_position_encoding_arguments(parser)
 
@@ -198,6 +202,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     )
     arch = _from_args(
         ModelArchitecture, args, position_encoding=encoding,
+        no_rope_freq=parse_no_rope_freq(args.no_rope_freq, args.num_layers),
         add_bias_linear=not args.disable_bias_linear,
     )
     return _from_args(

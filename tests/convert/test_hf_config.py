@@ -122,3 +122,11 @@ def test_inexpressible_models_name_what_is_wrong():
                         torch.float32)
     with pytest.raises(ConversionError, match=r"biases.*--disable-bias-linear"):
         build_hf_config(llama_style(hope, add_bias_linear=True), "phi3", 100, 0, 1, torch.float32)
+
+
+@pytest.mark.parametrize("target", ["llama", "phi3"])
+def test_no_rope_layers_are_a_clear_error(target):
+    hope = PositionEncodingConfig("hope", 64, 10000.0, 512)
+    arch = llama_style(hope, num_layers=2, no_rope_freq=(0, 1))
+    with pytest.raises(ConversionError, match=r"--no-rope-freq layers \[1\]"):
+        build_hf_config(arch, target, 100, 0, 1, torch.float32)
