@@ -88,7 +88,9 @@ def test_pattern_survives_the_checkpoint_metadata_round_trip():
     import dataclasses
     import json
 
-    arch = ModelArchitecture(num_layers=4, no_rope_freq=(0, 1, 0, 1))
+    arch = ModelArchitecture(num_layers=4, hidden_size=64, num_attention_heads=2,
+                             position_encoding=PositionEncodingConfig("hope", 32, 10000.0, 256),
+                             no_rope_freq=(0, 1, 0, 1))
     values = json.loads(json.dumps(dataclasses.asdict(arch)))
     values["position_encoding"] = arch.position_encoding
     assert ModelArchitecture(**values) == arch
