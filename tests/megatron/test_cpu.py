@@ -309,6 +309,8 @@ def _interop(rank: int) -> dict:
         "type": torch.ones(2, device="cuda").type(),
         "type_half": torch.ones(2, dtype=torch.bfloat16).cuda().type(),
         "current_device": str(torch.cuda.current_device()),
+        # megatron's `torch.tensor(..., pin_memory=True).cuda(non_blocking=True)` (CP slicing)
+        "pinned_factory": memory(torch.tensor([1, 2], pin_memory=True).cuda(non_blocking=True)),
     }
     untouched = {
         "type_convert": torch.ones(2).type(torch.float64).dtype == torch.float64,
@@ -354,6 +356,7 @@ def test_device_mode_rewrites_cuda_and_leaves_the_rest_alone():
             "type": "torch.cuda.FloatTensor",
             "type_half": "torch.cuda.BFloat16Tensor",
             "current_device": "0",
+            "pinned_factory": "cpu",
         }
         assert result["untouched"] == {
             "type_convert": True,

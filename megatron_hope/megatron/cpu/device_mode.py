@@ -200,6 +200,10 @@ class DeviceMode(TorchFunctionMode):
         device = kwargs.get("device")
         if device is not None and names_cuda(device):
             kwargs = {**kwargs, "device": CPU}
+        if kwargs.get("pin_memory"):
+            # Factories asked for pinned host memory (megatron's `torch.tensor(...,
+            # pin_memory=True).cuda(non_blocking=True)`): nothing to pin without CUDA.
+            kwargs = {**kwargs, "pin_memory": False}
         if not self.strict:
             special = _SPECIAL.get(func)
             return special(func, args, kwargs) if special else func(*args, **kwargs)
