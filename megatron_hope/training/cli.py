@@ -67,15 +67,14 @@ def check_tokenizer_and_data(config: PretrainConfig):
 def run(config: PretrainConfig):
     """Library entry: resolve data and tokenizer, then pretrain. Returns the PretrainResult."""
     from megatron_hope.data.tokenizer_args import TokenizerArgs
-    from megatron_hope.training.distributed import initialize_distributed, shutdown_distributed
-    from megatron_hope.training.loop import pretrain
+    from megatron_hope.training.distributed import shutdown_distributed
+    from megatron_hope.training.loop import initialize_parallel_state, pretrain
 
     # The tokenizer, and that the data is its, are checked before any process group starts.
     if config.data_path is not None:
         check_tokenizer_and_data(config)
     created = not dist.is_initialized()
-    initialize_distributed(config.tensor_model_parallel_size, config.pipeline_model_parallel_size,
-                           timeout_minutes=config.distributed_timeout_minutes)
+    initialize_parallel_state(config)
     try:
         if config.data_path is None and not config.mock_data:
             config = with_embedded_sample(config)

@@ -254,7 +254,22 @@ class PretrainConfig:
                 f"--micro-batch-size ({self.micro_batch_size}) x data-parallel size "
                 f"({layout.data_parallel_size})"
             )
+        pp, microbatches = self.pipeline_model_parallel_size, self.num_microbatches(layout)
+        if self.virtual_pipeline_model_parallel_size and microbatches < pp:
+            raise ValueError(
+                f"--num-layers-per-virtual-pipeline-stage: the interleaved schedule needs at "
+                f"least --pipeline-model-parallel-size ({pp}) micro-batches per step, got "
+                f"{microbatches}; raise --global-batch-size")
         return layout
+
+    @property
+    def virtual_pipeline_model_parallel_size(self) -> int | None:
+        """Model chunks per pipeline rank (Megatron-LM's derivation; None: no interleaving)."""
+        per_virtual_stage = self.num_layers_per_virtual_pipeline_stage
+        if per_virtual_stage is None:
+            return None
+        chunks = self.arch.num_layers // self.pipeline_model_parallel_size // per_virtual_stage
+        return chunks if chunks > 1 else None
 
     def resolved_global_batch_size(self, layout: ParallelLayout) -> int:
         return self.global_batch_size or self.micro_batch_size * layout.data_parallel_size

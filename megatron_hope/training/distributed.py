@@ -116,6 +116,7 @@ def initialize_distributed(
     pipeline_model_parallel_size: int = 1,
     context_parallel_size: int = 1,
     timeout_minutes: int | None = None,
+    virtual_pipeline_model_parallel_size: int | None = None,
 ) -> LaunchEnvironment:
     """Start torch.distributed (gloo on CPU, nccl on GPU) and megatron-core's parallel groups.
 
@@ -159,6 +160,7 @@ def initialize_distributed(
             tensor_model_parallel_size=tensor_model_parallel_size,
             pipeline_model_parallel_size=pipeline_model_parallel_size,
             context_parallel_size=context_parallel_size,
+            virtual_pipeline_model_parallel_size=virtual_pipeline_model_parallel_size,
         )
     return launch
 

@@ -88,11 +88,19 @@ def _check_long_context(config: PretrainConfig) -> None:
             "attention and per-rank batch slicing, which hope-pretrain does not wire up yet; "
             "use 1 (HopeRotaryEmbedding itself slices its frequencies per CP rank)"
         )
-    if config.num_layers_per_virtual_pipeline_stage is not None:
-        raise ValueError(
-            "--num-layers-per-virtual-pipeline-stage (interleaved 1F1B) is not wired up in "
-            "hope-pretrain yet; drop it and use --pipeline-model-parallel-size alone"
-        )
+    per_virtual_stage = config.num_layers_per_virtual_pipeline_stage
+    if per_virtual_stage is not None:
+        pp = config.pipeline_model_parallel_size
+        per_stage = config.arch.num_layers // pp
+        if pp < 2:
+            raise ValueError(
+                "--num-layers-per-virtual-pipeline-stage interleaves the stages of a pipeline: "
+                "add --pipeline-model-parallel-size 2 or more, or drop it")
+        if per_virtual_stage < 1 or per_stage % per_virtual_stage:
+            raise ValueError(
+                f"--num-layers-per-virtual-pipeline-stage ({per_virtual_stage}) must divide the "
+                f"layers per pipeline stage (--num-layers {config.arch.num_layers} / "
+                f"--pipeline-model-parallel-size {pp} = {per_stage})")
     if config.reset_attention_mask and config.arch.transformer_impl == "transformer_engine":
         raise ValueError(
             "--reset-attention-mask passes a [b, 1, s, s] mask, which the Transformer Engine "

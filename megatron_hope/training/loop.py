@@ -18,7 +18,6 @@ from megatron.core import parallel_state
 from megatron_hope.training import helper_processes, numerics
 from megatron_hope.training.config import PretrainConfig
 from megatron_hope.training.data import (
-    build_data_loader,
     build_train_and_validation,
 )
 from megatron_hope.training.distributed import (
@@ -58,6 +57,15 @@ class PretrainResult:
     """True on the one rank that prints the run's log lines."""
 
 
+def initialize_parallel_state(config: PretrainConfig) -> None:
+    """torch.distributed and megatron-core's groups for `config`'s layout (a no-op when they
+    exist already)."""
+    initialize_distributed(
+        config.tensor_model_parallel_size, config.pipeline_model_parallel_size,
+        timeout_minutes=config.distributed_timeout_minutes,
+        virtual_pipeline_model_parallel_size=config.virtual_pipeline_model_parallel_size)
+
+
 def pretrain(config: PretrainConfig, tokenizer) -> PretrainResult:
     """Run (or resume) pretraining on the already-resolved data of `config`.
 
@@ -67,8 +75,7 @@ def pretrain(config: PretrainConfig, tokenizer) -> PretrainResult:
     started = time.monotonic()  # --exit-duration-in-mins counts set-up, as Megatron-LM's does
     created_group = not dist.is_initialized()
     helper_processes.install()
-    initialize_distributed(config.tensor_model_parallel_size, config.pipeline_model_parallel_size,
-                           timeout_minutes=config.distributed_timeout_minutes)
+    initialize_parallel_state(config)
     try:
         set_random_seed(config.seed)
         if config.train_samples is not None:
@@ -141,11 +148,7 @@ def _train(config: PretrainConfig, trainer: Trainer, started: float) -> Pretrain
             checkpoint_now()
         iterator = None
         if state.iteration < config.train_iters:
-            iterator = iter(build_data_loader(
-                train_dataset, state.consumed_train_samples, config.micro_batch_size,
-                parallel_state.get_data_parallel_rank(), trainer.layout.data_parallel_size,
-                config.num_workers, config.exit_signal if config.exit_signal_handler else None,
-            ))
+            iterator = trainer.data_iterators(train_dataset, state.consumed_train_samples)
         while state.iteration < config.train_iters:
             started = time.perf_counter()
             losses, grad_norm, updated, nonfinite = trainer.train_step(iterator)

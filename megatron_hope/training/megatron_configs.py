@@ -29,6 +29,12 @@ def transformer_overrides(config: PretrainConfig) -> dict:
         overrides["fp8_param"] = True
     if config.context_parallel_size > 1:
         overrides["cp_comm_type"] = config.cp_comm_type
+    if config.virtual_pipeline_model_parallel_size:
+        # Megatron-LM's defaults for the interleaved schedule: the p2p exchange overlaps compute
+        # (what lets PP=2 interleave at all), which excludes batching the sends.
+        overrides.update(
+            virtual_pipeline_model_parallel_size=config.virtual_pipeline_model_parallel_size,
+            overlap_p2p_comm=True, batch_p2p_comm=False)
     return overrides
 
 

@@ -68,19 +68,7 @@ class Trainer:
             config.tensor_model_parallel_size,
             checkpoint_padded_size=_saved_padded_vocab_size(config.load, self.load_iteration),
         )
-        model = build_model(
-            arch,
-            self.transformer_config,
-            pre_process=parallel_state.is_pipeline_first_stage(),
-            post_process=parallel_state.is_pipeline_last_stage(),
-            vocab_size=self.padded_vocab_size,
-        )
-        # As Megatron-LM's get_model: whatever the spec built on the host (norms of the local
-        # spec, everything under use_cpu_initialization) moves to the device before wrapping.
-        model.cuda(torch.cuda.current_device())
-        if arch.bf16:
-            model = Float16Module(self.transformer_config, model)
-        self.model = [DistributedDataParallel(self.transformer_config, ddp_config(config), model)]
+        self.model = self._build_model_chunks()
         self.optimizer = get_megatron_optimizer(optimizer_config(config), self.model)
         gbs = self.global_batch_size
         decay_iters = config.lr_decay_iters or config.train_iters
@@ -100,6 +88,44 @@ class Trainer:
         wire_overlap(self.transformer_config, self.model, self.optimizer, config)
         self.state = checkpointing.TrainingState()
         self.forward_backward = get_forward_backward_func()
+
+    def _build_model_chunks(self) -> list[DistributedDataParallel]:
+        """As Megatron-LM's `get_model`: one chunk per virtual stage (interleaved 1F1B), each
+        moved to the device and wrapped in megatron-core's DDP (bucketed for the first only)."""
+        vpp = self.config.virtual_pipeline_model_parallel_size
+        chunks = []
+        for index in range(vpp or 1):
+            vp_stage = index if vpp else None
+            model = build_model(
+                self.arch,
+                self.transformer_config,
+                pre_process=parallel_state.is_pipeline_first_stage(
+                    ignore_virtual=False, vp_stage=vp_stage),
+                post_process=parallel_state.is_pipeline_last_stage(
+                    ignore_virtual=False, vp_stage=vp_stage),
+                vocab_size=self.padded_vocab_size,
+                vp_stage=vp_stage,
+            )
+            # Whatever the spec built on the host (norms of the local spec, everything under
+            # use_cpu_initialization) moves to the device before wrapping.
+            model.cuda(torch.cuda.current_device())
+            if self.arch.bf16:
+                model = Float16Module(self.transformer_config, model)
+            chunks.append(DistributedDataParallel(
+                self.transformer_config, ddp_config(self.config), model,
+                disable_bucketing=index > 0))
+        return chunks
+
+    def data_iterators(self, dataset, consumed_samples: int):
+        """The schedule's `data_iterator`: one loader, or one per model chunk (each chunk takes
+        every micro-batch in order; the interleaved schedule runs chunks at different steps)."""
+        config = self.config
+        iterators = [iter(build_data_loader(
+            dataset, consumed_samples, config.micro_batch_size,
+            parallel_state.get_data_parallel_rank(), self.layout.data_parallel_size,
+            config.num_workers, config.exit_signal if config.exit_signal_handler else None,
+        )) for _ in self.model]
+        return iterators if len(iterators) > 1 else iterators[0]
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -190,12 +216,7 @@ class Trainer:
     def evaluate(self, dataset) -> dict[str, float]:
         """Mean loss over the first `--eval-iters` global batches of `dataset` (the same
         batches at every evaluation, so successive values are comparable)."""
-        iterator = iter(build_data_loader(
-            dataset, 0, self.config.micro_batch_size,
-            parallel_state.get_data_parallel_rank(), self.layout.data_parallel_size,
-            self.config.num_workers,
-            self.config.exit_signal if self.config.exit_signal_handler else None,
-        ))
+        iterator = self.data_iterators(dataset, 0)
         force_param_sync(self.model, self.config)
         for chunk in self.model:
             chunk.eval()

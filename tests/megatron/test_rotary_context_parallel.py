@@ -54,7 +54,7 @@ def test_each_cp_rank_holds_its_load_balanced_chunks_of_eq6():
     for rank, angles in enumerate(per_rank):
         expected = eq6_angles(load_balanced_positions(rank, 2, SEQ))
         assert len(angles) == len(expected)
-        for got_row, want_row in zip(angles, expected):
+        for got_row, want_row in zip(angles, expected, strict=True):
             assert got_row == pytest.approx(want_row, rel=1e-6, abs=1e-6)
     # The 18 position-independent pairs (θ_i < 2π/512 for i >= 16) stay at angle 0 everywhere.
     assert all(row[16:32] == [0.0] * 16 and row[48:] == [0.0] * 16

@@ -43,8 +43,10 @@ def test_flags_reach_megatron_core_configs():
     (["--recompute-granularity", "full", "--recompute-method", "uniform",
       "--recompute-num-layers", "9"], r"must lie in \[1, 4\]"),
     (["--context-parallel-size", "2"], "--context-parallel-size 2 needs Transformer Engine"),
-    (["--pipeline-model-parallel-size", "2", "--num-layers-per-virtual-pipeline-stage", "1"],
-     "--num-layers-per-virtual-pipeline-stage"),
+    (["--num-layers-per-virtual-pipeline-stage", "1"],
+     "interleaves the stages of a pipeline: add --pipeline-model-parallel-size"),
+    (["--pipeline-model-parallel-size", "2", "--num-layers-per-virtual-pipeline-stage", "3"],
+     r"must divide the layers per pipeline stage \(--num-layers 4 / "),
     (["--fp8-param-gather"], "--fp8-param-gather keeps FP8 weights"),
     (["--mock-data", "--data-path", "x"], "--mock-data trains on random tokens"),
     (["--async-save", "--save", "x"], "--async-save is not wired"),
@@ -67,3 +69,15 @@ def test_throughput_is_megatron_lm_tflops_per_gpu_and_mfu():
     fields = ThroughputMeter.log_fields(123.456, 0.4321)
     assert fields == " throughput per GPU (TFLOP/s/GPU): 123.5 | MFU: 43.2% |"
     assert ThroughputMeter.log_fields(1.0, None) == " throughput per GPU (TFLOP/s/GPU): 1.0 |"
+
+
+def test_interleaving_needs_a_micro_batch_per_pipeline_stage():
+    config = parse_config(["--num-layers", "4", "--pipeline-model-parallel-size", "2",
+                           "--num-layers-per-virtual-pipeline-stage", "1",
+                           "--micro-batch-size", "2", "--global-batch-size", "2"])
+    assert config.virtual_pipeline_model_parallel_size == 2
+    with pytest.raises(ValueError, match="at least --pipeline-model-parallel-size \\(2\\) micro"):
+        config.layout(world_size=2)
+    assert parse_config(["--num-layers", "4", "--pipeline-model-parallel-size", "2",
+                         "--num-layers-per-virtual-pipeline-stage", "2"]
+                        ).virtual_pipeline_model_parallel_size is None  # one chunk: plain 1F1B

@@ -66,3 +66,34 @@ def test_exit_duration_saves_and_stops_with_packed_documents(data, tmp_path):
     assert result["final_iteration"] == 1
     assert result["checkpoint"] and result["checkpoint"].startswith(save)
     assert math.isfinite(result["train"][1])
+
+
+def _pretrain_4_layers(rank, data, changes):
+    import dataclasses
+
+    from megatron_hope.training.cli import run
+
+    config = parity.tiny_config(data, **changes)
+    config = config.replace(arch=dataclasses.replace(config.arch, num_layers=4))
+    _, result = run(config)
+    return {"train": result.train_losses, "final_iteration": result.final_iteration}
+
+
+def test_virtual_pipeline_gives_the_baseline_losses_and_resumes(data, tmp_path):
+    """Interleaved 1F1B: a 4-layer model at PP=2 with one layer per virtual stage, so rank 0
+    holds layers 1 and 3 and rank 1 layers 2 and 4. From the single process's initial
+    checkpoint it gives the single process's losses, and it resumes from its own checkpoint
+    (saved as model0/model1, Megatron-LM's layout for chunks)."""
+    initial = str(tmp_path / "init")
+    run_on_ranks(1, _pretrain_4_layers, data, {"train_iters": 0, "save": initial})
+    [single] = run_on_ranks(1, _pretrain_4_layers, data, from_initial(initial))
+    layout = {"pipeline_model_parallel_size": 2, "num_layers_per_virtual_pipeline_stage": 1}
+    save = str(tmp_path / "vpp")
+    first = last_stage_losses(run_on_ranks(2, _pretrain_4_layers, data, from_initial(
+        initial, save=save, exit_interval=3, **layout)))
+    resumed = last_stage_losses(run_on_ranks(2, _pretrain_4_layers, data,
+                                             {"load": save, "save": save, **layout}))
+    assert sorted(first) == [1, 2, 3] and sorted(resumed) == [4, 5]
+    for iteration, expected in single["train"].items():
+        got = first.get(iteration, resumed.get(iteration))
+        assert got == pytest.approx(expected, rel=RTOL), iteration
