@@ -97,3 +97,6 @@ def test_virtual_pipeline_gives_the_baseline_losses_and_resumes(data, tmp_path):
     for iteration, expected in single["train"].items():
         got = first.get(iteration, resumed.get(iteration))
         assert got == pytest.approx(expected, rel=RTOL), iteration
+    # Evaluation and export read the chunked checkpoint as one single-process model.
+    [loaded] = run_on_ranks(1, parity._loaded_model_loss, data, save)
+    assert loaded["iteration"] == 5 and math.isfinite(loaded["loss"])
