@@ -22,6 +22,7 @@ the rest.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -38,6 +39,7 @@ from megatron.core.dist_checkpointing.mapping import ShardedObject
 
 from megatron_hope.megatron.model import ModelArchitecture
 from megatron_hope.training import checkpoint_files
+from megatron_hope.training.async_save import AsyncCheckpointQueue
 from megatron_hope.training.checkpoint_files import (  # noqa: F401 (re-exported)
     TRACKER_FILENAME,
     agreed_load_iteration,
@@ -198,10 +200,14 @@ def save_checkpoint(
     optimizer,
     scheduler,
     run_metadata: RunMetadata,
+    async_queue: AsyncCheckpointQueue | None = None,
 ) -> Path:
     """Save on every rank; returns the final checkpoint directory.
 
-    `model_chunks` are the unwrapped megatron-core models (one per virtual stage).
+    `model_chunks` are the unwrapped megatron-core models (one per virtual stage). With
+    `async_queue` (`--async-save`) the shards are written in the background and the checkpoint
+    is published (renamed, named in the tracker) when the queue finalizes it; until then the
+    previous checkpoint stays the tracker's.
     """
     final = checkpoint_dir(save_dir, state.iteration)
     rank = dist.get_rank()
@@ -227,19 +233,31 @@ def save_checkpoint(
     sharded["iteration"] = state.iteration
     sharded["consumed_train_samples"] = state.consumed_train_samples
     sharded["rng_state"] = _rng_sharded_object(_rng_state())
-    dist_checkpointing.save(sharded, str(staging), content_metadata=dict(OPTIMIZER_SHARDING))
+    metadata = run_metadata.at(state.iteration, state.consumed_train_samples, layout())
+    publish = functools.partial(_publish, Path(save_dir), staging, final, state.iteration, metadata)
+    if async_queue is None:
+        dist_checkpointing.save(sharded, str(staging), content_metadata=dict(OPTIMIZER_SHARDING))
+        publish()
+    else:
+        async_queue.save(sharded, staging, dict(OPTIMIZER_SHARDING), publish)
+    return final
+
+
+def _publish(save_dir: Path, staging: Path, final: Path, iteration: int,
+             metadata: RunMetadata) -> None:
+    """Collective, once every rank's shards are written: make them durable, rename the staging
+    directory into place and name it in the tracker (in that order)."""
+    rank = dist.get_rank()
     # Each rank makes its own shard files durable; rank 0 the shared files and the directory.
     checkpoint_files.fsync_tree(staging, lambda name: name.startswith(f"__{rank}_"))
     dist.barrier()
-
     if rank == 0:
-        run_metadata.at(state.iteration, state.consumed_train_samples, layout()).write(staging)
+        metadata.write(staging)
         checkpoint_files.fsync_tree(staging, lambda name: not name.startswith("__"))
         checkpoint_files.publish_directory(staging, final)
-        checkpoint_files.write_text_atomic(Path(save_dir) / TRACKER_FILENAME,
-                                           f"{state.iteration}\n")
+        checkpoint_files.write_text_atomic(save_dir / TRACKER_FILENAME, f"{iteration}\n")
+        logger.info("checkpoint at iteration %d published as %s", iteration, final)
     dist.barrier()
-    return final
 
 
 def load_checkpoint(

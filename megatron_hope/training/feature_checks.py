@@ -121,9 +121,5 @@ def _check_run_control(config: PretrainConfig) -> None:
         raise ValueError(f"--manual-gc-interval must be >= 0, got {config.manual_gc_interval}")
     if config.mock_data and config.data_path is not None:
         raise ValueError("--mock-data trains on random tokens: drop --data-path, or --mock-data")
-    if config.async_save:
-        raise ValueError(
-            "--async-save is not wired into hope-pretrain's checkpoint writer yet (its staged "
-            "save-then-rename must finish in the background first); drop it: saves are "
-            "synchronous"
-        )
+    if config.async_save and config.save is None:
+        raise ValueError("--async-save writes the checkpoints of --save DIR: add --save")

@@ -2,10 +2,10 @@
 
 - megatron-core's `dist_checkpointing` writer collects its results through a queue it creates
   with `multiprocessing.get_context("spawn").Manager()`: a spawned server process (a fresh
-  interpreter that re-imports the trainer, ~450 MB) that outlives a killed trainer. Our saves are
-  synchronous, and a synchronous save fills and reads that queue inside the training process
-  (megatron-core 0.16 from forked writers' results, 0.19 from threads), so an in-process
-  `queue.Queue` does the job without any process.
+  interpreter that re-imports the trainer, ~450 MB) that outlives a killed trainer. A queue
+  made with the fork context before any writer forks does the same job without a process: a
+  synchronous save fills and reads it inside the training process, and an `--async-save` writer
+  (a forked child) fills it through the pipe the two share.
 - Forked children (the writer processes of megatron-core 0.16, DataLoader workers) ask the
   kernel for SIGKILL when their parent dies (`PR_SET_PDEATHSIG`), set right after the fork.
 """
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
+import multiprocessing.queues
 import os
-import queue
 import signal
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,18 @@ logger = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 _installed = False
 _parent_pid: int | None = None
+
+
+class WriterResults(multiprocessing.queues.Queue):
+    """megatron-core's write-results queue without its Manager process. It reads the results
+    with `get_nowait` once the writer has exited; a background writer's result may still be in
+    the pipe then (seen on megatron-core 0.19), so the read waits for it, boundedly."""
+
+    def get_nowait(self):
+        return self.get(timeout=WRITER_RESULT_TIMEOUT_S)
+
+
+WRITER_RESULT_TIMEOUT_S = 120.0
 
 
 def die_with_parent(parent_pid: int | None = None) -> None:
@@ -58,7 +71,7 @@ def install() -> None:
     except ImportError:
         return
     if getattr(filesystem_async, "_results_queue", "absent") is None:
-        filesystem_async._results_queue = queue.Queue()
+        filesystem_async._results_queue = WriterResults(ctx=multiprocessing.get_context("fork"))
     elif not hasattr(filesystem_async, "_results_queue"):
         logger.warning("megatron-core's dist_checkpointing has no _results_queue: its writer may "
                        "start a helper process that outlives a killed run")

@@ -127,8 +127,8 @@ def _train(config: PretrainConfig, trainer: Trainer, started: float) -> Pretrain
         if config.save and saved_at != state.iteration:
             result.last_checkpoint = trainer.save()
             saved_at = state.iteration
-            reporter.print(f" saved checkpoint at iteration {state.iteration:8d} to "
-                           f"{result.last_checkpoint}")
+            reporter.print(f" {'started saving' if config.async_save else 'saved'} checkpoint at "
+                           f"iteration {state.iteration:8d} to {result.last_checkpoint}")
 
     def validate() -> None:
         nonlocal validated_at
@@ -194,6 +194,8 @@ def _train(config: PretrainConfig, trainer: Trainer, started: float) -> Pretrain
                     ))
                     interval = IntervalStats()
             nan_streak.record(state.iteration, nonfinite, result.last_checkpoint)
+            if trainer.async_queue is not None:
+                trainer.async_queue.finalize()  # publish the background saves that are written
             if state.iteration % config.eval_interval == 0:
                 validate()
             if config.save_interval and state.iteration % config.save_interval == 0:
@@ -214,6 +216,8 @@ def _train(config: PretrainConfig, trainer: Trainer, started: float) -> Pretrain
             if config.train_iters:
                 validate()
             checkpoint_now()
+        if trainer.async_queue is not None:
+            trainer.async_queue.close()  # every save published before the run reports its end
     finally:
         signal_flag.restore()
         manual_gc.restore()

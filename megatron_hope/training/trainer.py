@@ -24,6 +24,7 @@ from megatron_hope.megatron.model import (
     padded_vocab_size,
 )
 from megatron_hope.training import checkpointing, numerics
+from megatron_hope.training.async_save import AsyncCheckpointQueue
 from megatron_hope.training.config import PretrainConfig
 from megatron_hope.training.data import build_data_loader
 from megatron_hope.training.megatron_configs import (
@@ -88,6 +89,7 @@ class Trainer:
         wire_overlap(self.transformer_config, self.model, self.optimizer, config)
         self.state = checkpointing.TrainingState()
         self.forward_backward = get_forward_backward_func()
+        self.async_queue = AsyncCheckpointQueue() if config.async_save else None
 
     def _build_model_chunks(self) -> list[DistributedDataParallel]:
         """As Megatron-LM's `get_model`: one chunk per virtual stage (interleaved 1F1B), each
@@ -146,7 +148,7 @@ class Trainer:
         force_param_sync(self.model, self.config)
         path = checkpointing.save_checkpoint(
             self.config.save, self.state, [_unwrap(m) for m in self.model], self.optimizer,
-            self.scheduler, self.run_metadata(),
+            self.scheduler, self.run_metadata(), self.async_queue,
         )
         return str(path)
 

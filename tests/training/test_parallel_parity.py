@@ -149,8 +149,8 @@ def test_two_rank_layouts_match_single_process(data, initial_checkpoint, baselin
 
 @pytest.mark.parametrize(
     "ranks, layout",
-    [(1, {}), (2, {"use_distributed_optimizer": True})],
-    ids=["single", "dp2-distopt"],
+    [(1, {}), (1, {"async_save": True}), (2, {"use_distributed_optimizer": True})],
+    ids=["single", "single-async-save", "dp2-distopt"],
 )
 def test_resume_continues_exactly(data, initial_checkpoint, baseline, tmp_path, ranks, layout):
     save = str(tmp_path / "ckpt")
