@@ -17,6 +17,7 @@ from megatron_hope.rope.config import PositionEncodingConfig
 from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
 from megatron_hope.training.config import EXIT_SIGNALS, LR_DECAY_STYLES, PretrainConfig
 from megatron_hope.training.feature_checks import (
+    ATTENTION_BACKENDS,
     CP_COMM_TYPES,
     RECOMPUTE_GRANULARITIES,
     RECOMPUTE_METHODS,
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--fp8-param-gather", action="store_true",
                        help="FP8 compute weights, all-gathered in FP8 (TE, distributed optimizer)")
     model.add_argument("--apply-rope-fusion", action="store_true")
+    model.add_argument("--attention-backend", choices=ATTENTION_BACKENDS, default="auto",
+                       help="Transformer Engine's attention kernel: flash, fused (cuDNN), "
+                       "unfused, or auto (TE picks); local: megatron-core's own (local spec)")
 
     add_position_encoding_arguments(parser)
 

@@ -80,6 +80,9 @@ class PretrainConfig:
     """Interleaved 1F1B: layers per virtual stage (needs --pipeline-model-parallel-size > 1)."""
     cp_comm_type: str = "p2p"
     """Context-parallel exchange: p2p, a2a, allgather or a2a+p2p (TE attention)."""
+    attention_backend: str = "auto"
+    """Megatron-LM's --attention-backend: flash, fused (cuDNN) or unfused pick Transformer
+    Engine's kernel; auto lets TE choose; local is megatron-core's own attention (local spec)."""
 
     # Memory and numerics.
     recompute_granularity: str | None = None
