@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--save", default=None)
     ckpt.add_argument("--load", default=None)
     ckpt.add_argument("--save-interval", type=int, default=None)
+    ckpt.add_argument("--keep-last-checkpoints", type=int, default=None, metavar="N",
+                      help="ours, not Megatron-LM's: after each save keep the tracker's "
+                      "checkpoint and the N-1 whole ones before it, remove older ones "
+                      "(default: keep all)")
     ckpt.add_argument("--no-load-optim", action="store_true")
     ckpt.add_argument("--no-load-rng", action="store_true")
     ckpt.add_argument("--exit-interval", type=int, default=None)

@@ -23,7 +23,7 @@ from megatron_hope.megatron.model import (
     build_transformer_config,
     padded_vocab_size,
 )
-from megatron_hope.training import checkpointing, numerics
+from megatron_hope.training import checkpoint_retention, checkpointing, numerics
 from megatron_hope.training.config import PretrainConfig
 from megatron_hope.training.data import build_data_loader
 from megatron_hope.training.megatron_configs import (
@@ -122,6 +122,8 @@ class Trainer:
             self.config.save, self.state, [_unwrap(m) for m in self.model], self.optimizer,
             self.scheduler, self.run_metadata(),
         )
+        checkpoint_retention.prune_after_save(self.config.save, self.config.keep_last_checkpoints,
+                                              dist.get_rank())
         return str(path)
 
     def load(self) -> bool:
