@@ -45,13 +45,32 @@ def test_ties_are_broken_the_same_way_every_time():
     assert assign_tasks(shuffled, 16) == assign_tasks(list(shuffled), 16)
 
 
-def test_within_four_thirds_of_a_perfect_split():
+def _best_split(sizes, num_tasks):
+    """The smallest possible busiest task, by trying every assignment (small cases only)."""
+    return min(max(_loads(sizes, [[i for i, t in enumerate(owners) if t == task]
+                                  for task in range(num_tasks)]))
+               for owners in itertools.product(range(num_tasks), repeat=len(sizes)))
+
+
+def test_within_four_thirds_of_the_best_split():
+    """Graham's bound for largest-first greedy: (4/3 - 1/(3m)) x the optimum."""
+    rng = random.Random(2410)
+    for _ in range(30):
+        num_tasks = rng.randrange(2, 4)
+        sizes = [rng.randrange(1, 100) for _ in range(rng.randrange(2, 8))]
+        greedy = max(_loads(sizes, assign_tasks(sizes, num_tasks)))
+        assert greedy <= (4 / 3 - 1 / (3 * num_tasks)) * _best_split(sizes, num_tasks)
+    assert max(_loads([3, 3, 2, 2, 2], assign_tasks([3, 3, 2, 2, 2], 2))) == 7  # tight: 7/6
+
+
+def test_large_arrays_stay_close_to_even():
     rng = random.Random(2410)
     for _ in range(20):
         sizes = [int(rng.lognormvariate(20, 1.5)) for _ in range(rng.randrange(10, 300))]
         num_tasks = rng.randrange(2, 65)
-        best = max(sum(sizes) / num_tasks, max(sizes))
-        assert max(_loads(sizes, assign_tasks(sizes, num_tasks))) <= 4 / 3 * best
+        # List scheduling: no task exceeds the mean by more than one unit.
+        assert max(_loads(sizes, assign_tasks(sizes, num_tasks))) <= (
+            sum(sizes) / num_tasks + max(sizes))
 
 
 def test_more_tasks_than_units_leaves_some_idle():

@@ -68,8 +68,9 @@ def assign_tasks(sizes: Sequence[int], num_tasks: int) -> list[list[int]]:
     encodes: largest first, each to the task with the fewest bytes so far (ties: the lowest task;
     equal sizes: the earlier unit), each task's indices in ascending order.
 
-    Greedy longest-processing-time: the busiest task ends within 4/3 of the best possible
-    balance, where `i % num_tasks` can give one task all the large files. It is a function of the
+    Greedy longest-processing-time (Graham 1969): the busiest task gets at most 4/3 of what it
+    would in the best split possible, where `i % num_tasks` can give one task all the large
+    files. It is a function of the
     sizes and the task count only, so every task computes the same split: pass the array's task
     count explicitly (`--num-tasks`), since resubmitting some tasks changes
     $SLURM_ARRAY_TASK_COUNT and with it every task's share.
