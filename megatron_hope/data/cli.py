@@ -125,13 +125,15 @@ def preprocess_parser() -> argparse.ArgumentParser:
         "--task-index",
         type=int,
         default=0,
-        help="this array task's slice of the sorted files ($SLURM_ARRAY_TASK_ID)",
+        help="this array task's share of the work ($SLURM_ARRAY_TASK_ID)",
     )
     group.add_argument(
         "--num-tasks",
         type=int,
         default=1,
-        help="array tasks sharing the files; they write shards only",
+        help="array tasks sharing the files (largest first, to the least-loaded task); they "
+        "write shards only. Give the array's size, not $SLURM_ARRAY_TASK_COUNT, which changes "
+        "when some tasks are resubmitted",
     )
     group.add_argument(
         "--no-merge", action="store_true", help="write shards only; a later run without it merges"

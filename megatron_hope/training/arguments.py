@@ -18,6 +18,7 @@ from megatron_hope.rope.config import PositionEncodingConfig
 from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
 from megatron_hope.training.config import EXIT_SIGNALS, LR_DECAY_STYLES, PretrainConfig
 from megatron_hope.training.feature_checks import (
+    ATTENTION_BACKENDS,
     CP_COMM_TYPES,
     RECOMPUTE_GRANULARITIES,
     RECOMPUTE_METHODS,
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--no-rope-freq", default=None,
                        help="layers that skip rotary (NoPE layers), as Megatron-LM's flag: N "
                        "(every N-th layer) or a 0/1 list expression such as \"([0]*3+[1])*2\"")
+    model.add_argument("--attention-backend", choices=ATTENTION_BACKENDS, default="auto",
+                       help="Transformer Engine's attention kernel: flash, fused (cuDNN), "
+                       "unfused, or auto (TE picks); local: megatron-core's own (local spec)")
 
     add_position_encoding_arguments(parser)
 
@@ -132,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--save", default=None)
     ckpt.add_argument("--load", default=None)
     ckpt.add_argument("--save-interval", type=int, default=None)
+    ckpt.add_argument("--keep-last-checkpoints", type=int, default=None, metavar="N",
+                      help="ours, not Megatron-LM's: after each save keep the tracker's "
+                      "checkpoint and the N-1 whole ones before it, remove older ones "
+                      "(default: keep all)")
     ckpt.add_argument("--no-load-optim", action="store_true")
     ckpt.add_argument("--no-load-rng", action="store_true")
     ckpt.add_argument("--exit-interval", type=int, default=None)

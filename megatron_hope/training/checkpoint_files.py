@@ -204,7 +204,7 @@ def checkpoint_problem(directory: Path) -> str | None:
     return dcp_problem(directory)
 
 
-def _saved_iterations(load_dir: Path) -> list[int]:
+def saved_iterations(load_dir: Path) -> list[int]:
     """Iterations of the `iter_XXXXXXX` directories under `load_dir`, newest first."""
     found = [int(path.name[5:]) for path in load_dir.glob("iter_*")
              if re.fullmatch(r"iter_\d{7,}", path.name) and path.is_dir()]
@@ -216,7 +216,7 @@ def resolve_load_iteration(load_dir: str | Path, strict: bool = False) -> int | 
     newest whole one (with a warning naming what was wrong; `strict`: a ValueError instead).
     None when the directory holds no checkpoint at all."""
     load_dir = Path(load_dir)
-    saved = _saved_iterations(load_dir) if load_dir.is_dir() else []
+    saved = saved_iterations(load_dir) if load_dir.is_dir() else []
     try:
         named = read_tracker(load_dir)
     except ValueError as error:

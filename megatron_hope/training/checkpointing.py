@@ -38,7 +38,7 @@ from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
 from megatron_hope.megatron.model import ModelArchitecture
-from megatron_hope.training import checkpoint_files
+from megatron_hope.training import checkpoint_files, checkpoint_retention
 from megatron_hope.training.async_save import AsyncCheckpointQueue
 from megatron_hope.training.checkpoint_files import (  # noqa: F401 (re-exported)
     TRACKER_FILENAME,
@@ -201,13 +201,15 @@ def save_checkpoint(
     scheduler,
     run_metadata: RunMetadata,
     async_queue: AsyncCheckpointQueue | None = None,
+    keep_last: int | None = None,
 ) -> Path:
     """Save on every rank; returns the final checkpoint directory.
 
     `model_chunks` are the unwrapped megatron-core models (one per virtual stage). With
     `async_queue` (`--async-save`) the shards are written in the background and the checkpoint
     is published (renamed, named in the tracker) when the queue finalizes it; until then the
-    previous checkpoint stays the tracker's.
+    previous checkpoint stays the tracker's. `keep_last` (`--keep-last-checkpoints`) prunes
+    older checkpoints once this one is published.
     """
     final = checkpoint_dir(save_dir, state.iteration)
     rank = dist.get_rank()
@@ -234,7 +236,8 @@ def save_checkpoint(
     sharded["consumed_train_samples"] = state.consumed_train_samples
     sharded["rng_state"] = _rng_sharded_object(_rng_state())
     metadata = run_metadata.at(state.iteration, state.consumed_train_samples, layout())
-    publish = functools.partial(_publish, Path(save_dir), staging, final, state.iteration, metadata)
+    publish = functools.partial(_publish, Path(save_dir), staging, final, state.iteration, metadata,
+                                keep_last)
     if async_queue is None:
         dist_checkpointing.save(sharded, str(staging), content_metadata=dict(OPTIMIZER_SHARDING))
         publish()
@@ -244,9 +247,9 @@ def save_checkpoint(
 
 
 def _publish(save_dir: Path, staging: Path, final: Path, iteration: int,
-             metadata: RunMetadata) -> None:
+             metadata: RunMetadata, keep_last: int | None) -> None:
     """Collective, once every rank's shards are written: make them durable, rename the staging
-    directory into place and name it in the tracker (in that order)."""
+    directory into place, name it in the tracker (in that order), then prune old ones."""
     rank = dist.get_rank()
     # Each rank makes its own shard files durable; rank 0 the shared files and the directory.
     checkpoint_files.fsync_tree(staging, lambda name: name.startswith(f"__{rank}_"))
@@ -257,6 +260,7 @@ def _publish(save_dir: Path, staging: Path, final: Path, iteration: int,
         checkpoint_files.publish_directory(staging, final)
         checkpoint_files.write_text_atomic(save_dir / TRACKER_FILENAME, f"{iteration}\n")
         logger.info("checkpoint at iteration %d published as %s", iteration, final)
+        checkpoint_retention.prune_checkpoints(save_dir, keep_last)
     dist.barrier()
 
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -85,12 +86,51 @@ def run(config: PretrainConfig):
         shutdown_distributed(destroy_process_group=created)
 
 
+def finished_run(config: PretrainConfig) -> str | None:
+    """The line to print when this run has already finished, else None.
+
+    A job chained with `sbatch --dependency=afterany` may start after the run reached
+    --train-iters; with --load == --save (resuming its own series) there is nothing left to do,
+    and it exits before any process group, model or dataset exists. Checked on every rank from
+    the tracker and the named checkpoint's completeness (an incomplete one falls through to
+    --load's fallback).
+    """
+    if not (config.save and config.load) or config.no_load_optim:
+        return None
+    if Path(config.save).resolve() != Path(config.load).resolve():
+        return None
+    from megatron_hope.training.checkpoint_files import (
+        checkpoint_dir,
+        checkpoint_problem,
+        read_tracker,
+    )
+
+    train_iters = config.train_iters
+    if config.train_samples is not None:
+        if not config.global_batch_size:
+            return None
+        train_iters = config.train_samples // config.global_batch_size
+    try:
+        iteration = read_tracker(config.load)
+    except ValueError:
+        return None
+    if iteration < train_iters or checkpoint_problem(checkpoint_dir(config.load, iteration)):
+        return None
+    return (f"hope-pretrain: run already finished: {config.load} holds iteration {iteration} "
+            f"(--train-iters {train_iters}); nothing to do")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
     # megatron-core logs every dataset index and optimizer field at INFO; keep its warnings.
     logging.getLogger("megatron.core").setLevel(logging.WARNING)
     config = parse_config(argv)
+    done = finished_run(config)
+    if done is not None:
+        if (os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0") == "0":
+            print(done, flush=True)
+        return 0
     from megatron_hope.megatron.cpu import cpu_execution
     from megatron_hope.training.numerics import NonFiniteTrainingError
 

@@ -80,6 +80,9 @@ class PretrainConfig:
     """Interleaved 1F1B: layers per virtual stage (needs --pipeline-model-parallel-size > 1)."""
     cp_comm_type: str = "p2p"
     """Context-parallel exchange: p2p, a2a, allgather or a2a+p2p (TE attention)."""
+    attention_backend: str = "auto"
+    """Megatron-LM's --attention-backend: flash, fused (cuDNN) or unfused pick Transformer
+    Engine's kernel; auto lets TE choose; local is megatron-core's own attention (local spec)."""
 
     # Memory and numerics.
     recompute_granularity: str | None = None
@@ -141,6 +144,9 @@ class PretrainConfig:
     save: str | None = None
     load: str | None = None
     save_interval: int | None = None
+    keep_last_checkpoints: int | None = None
+    """Ours (Megatron-LM keeps all): after each save, remove whole checkpoints older than the
+    tracker's N - 1 predecessors (`training.checkpoint_retention`); None keeps everything."""
     no_load_optim: bool = False
     no_load_rng: bool = False
     exit_interval: int | None = None
@@ -221,6 +227,14 @@ class PretrainConfig:
             raise ValueError(f"--save-interval must be positive, got {self.save_interval}")
         if self.save_interval is not None and self.save is None:
             raise ValueError("--save-interval needs --save DIR to write checkpoints to")
+        if self.keep_last_checkpoints is not None:
+            if self.keep_last_checkpoints < 1:
+                raise ValueError(
+                    f"--keep-last-checkpoints must be at least 1, got "
+                    f"{self.keep_last_checkpoints} (leave it out to keep every checkpoint)")
+            if self.save is None:
+                raise ValueError("--keep-last-checkpoints needs --save DIR, the checkpoints "
+                                 "it prunes")
         check_features(self)
         if self.data_path is not None:
             self._validate_data()

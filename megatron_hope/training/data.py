@@ -51,10 +51,8 @@ class DatasetSizes:
     validation: int
     test: int
 
-    def as_list(self) -> list[int | None]:
-        # megatron-core loops forever building a split of requested size whose share of the
-        # documents is empty; None skips the split instead.
-        return [size or None for size in (self.train, self.validation, self.test)]
+    def as_list(self) -> list[int]:
+        return [self.train, self.validation, self.test]
 
 
 def check_split_has_documents(prefixes: Sequence[str], split: str, sizes: DatasetSizes) -> None:
@@ -106,6 +104,13 @@ def build_gpt_datasets(
         eod_mask_loss=packing.eod_mask_loss,
         create_attention_mask=packing.reset_attention_mask,
     )
+    # An unused split gets no bookends, so megatron-core builds nothing for it: it would loop
+    # forever on a requested split whose share of the documents is empty, and a size of None
+    # (its other way to skip) is refused for a weighted blend ("size_is_none =>
+    # weights_are_none"), i.e. for every `{prefix}_data_path.txt` that hope-preprocess writes.
+    for index, size in enumerate(sizes.as_list()):
+        if not size:
+            config.split_matrix[index] = None
     return BlendedMegatronDatasetBuilder(
         dataset_class, sizes.as_list(), lambda: True, config
     ).build()

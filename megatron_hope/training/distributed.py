@@ -23,6 +23,8 @@ from megatron.core import parallel_state, tensor_parallel
 from megatron_hope.megatron.cpu import cpu_execution_enabled
 
 DEFAULT_SLURM_MASTER_PORT = 29500
+MASTER_PORT_RANGE = (10000, 20000)
+"""(first port, number of ports) that `slurm_master_port` draws from: 10000-29999."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,17 @@ def detect_launch_environment(environ: dict[str, str] | None = None) -> LaunchEn
 
 
 def slurm_master_port(env: dict[str, str]) -> int:
-    """A port per job, so that two jobs sharing a node do not both listen on 29500."""
+    """A port per job, so that two jobs sharing a node do not both listen on 29500.
+
+    Drawn from 10000-29999 (`MASTER_PORT_RANGE`): below Linux's ephemeral range (32768-60999,
+    `net.ipv4.ip_local_port_range`), from which the kernel hands out the source ports of
+    outgoing connections (NCCL's and gloo's among them), so no other socket of the node can
+    already hold the port when rank 0 binds it.
+    """
     job_id = env.get("SLURM_JOB_ID")
     if job_id and job_id.isdigit():
-        return 20000 + int(job_id) % 20000
+        first, size = MASTER_PORT_RANGE
+        return first + int(job_id) % size
     return DEFAULT_SLURM_MASTER_PORT
 
 

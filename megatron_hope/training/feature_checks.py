@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 RECOMPUTE_GRANULARITIES = ("full", "selective")
 RECOMPUTE_METHODS = ("uniform", "block")
 CP_COMM_TYPES = ("p2p", "a2a", "allgather", "a2a+p2p")
+ATTENTION_BACKENDS = ("auto", "flash", "fused", "unfused", "local")
+TE_ATTENTION_BACKENDS = ("flash", "fused", "unfused")
+"""Backends that select one of Transformer Engine's attention kernels (megatron-core sets TE's
+NVTE_*_ATTN variables from them)."""
 
 
 def check_features(config: PretrainConfig) -> None:
@@ -29,6 +33,19 @@ def check_features(config: PretrainConfig) -> None:
             "--sequence-parallel needs Transformer Engine's layers (torch LayerNorm cannot shard "
             "over the sequence); add --transformer-impl transformer_engine in the GPU image, or "
             "drop --sequence-parallel"
+        )
+    if config.attention_backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"--attention-backend {config.attention_backend!r} is not one of "
+                         f"{', '.join(ATTENTION_BACKENDS)}")
+    if config.attention_backend in TE_ATTENTION_BACKENDS and not te:
+        raise ValueError(
+            f"--attention-backend {config.attention_backend} selects a Transformer Engine "
+            "kernel; add --transformer-impl transformer_engine, or use auto"
+        )
+    if config.attention_backend == "local" and te:
+        raise ValueError(
+            "--attention-backend local turns off every Transformer Engine attention kernel, "
+            "which the transformer_engine spec's attention needs; use flash, fused or auto"
         )
     if config.fp8_param_gather and (config.arch.fp8_format is None
                                     or not config.use_distributed_optimizer):

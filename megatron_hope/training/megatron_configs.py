@@ -11,6 +11,7 @@ import torch
 from megatron.core.distributed import DistributedDataParallelConfig
 from megatron.core.distributed.finalize_model_grads import finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig
+from megatron.core.transformer.enums import AttnBackend
 
 from megatron_hope.training.config import PretrainConfig
 
@@ -25,6 +26,8 @@ def transformer_overrides(config: PretrainConfig) -> dict:
         "sequence_parallel": config.sequence_parallel and config.tensor_model_parallel_size > 1,
         "calculate_per_token_loss": config.calculate_per_token_loss,
     }
+    if config.attention_backend != "auto":  # megatron-core's default
+        overrides["attention_backend"] = AttnBackend[config.attention_backend]
     if config.fp8_param_gather:
         overrides["fp8_param"] = True
     if config.context_parallel_size > 1:

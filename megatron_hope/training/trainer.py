@@ -149,6 +149,7 @@ class Trainer:
         path = checkpointing.save_checkpoint(
             self.config.save, self.state, [_unwrap(m) for m in self.model], self.optimizer,
             self.scheduler, self.run_metadata(), self.async_queue,
+            keep_last=self.config.keep_last_checkpoints,
         )
         return str(path)
 

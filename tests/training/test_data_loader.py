@@ -86,3 +86,21 @@ def test_workers_outlive_the_exit_signal_so_the_rank_can_save():
     time.sleep(0.5)
     assert worker.is_alive()
     assert len(list(itertools.islice(batches, 3))) == 3
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_a_blend_with_unused_splits_builds_only_the_used_ones(weighted, tmp_path,
+                                                          single_rank_megatron):
+    """`hope-preprocess` writes weighted blends (`W1 PREFIX1 W2 PREFIX2`); megatron-core refuses a
+    weighted blend whose unused split has no size, and loops on one without documents."""
+    from megatron_hope.data.tokenizer import HopeTokenizer
+    from megatron_hope.training.data import DatasetSizes, build_gpt_datasets
+    from tests.synthetic_corpus import prepare_golden_data
+
+    data = prepare_golden_data(tmp_path, num_documents=200)
+    blend = [data["prefix"], data["prefix"]]
+    data_path = ["0.7", blend[0], "0.3", blend[1]] if weighted else blend
+    train, validation, test = build_gpt_datasets(
+        data_path, "969,30,1", DatasetSizes(train=16, validation=0, test=0), 32,
+        HopeTokenizer(data["tokenizer"]), seed=1234, cache_path=str(tmp_path / "cache"))
+    assert len(train) >= 16 and validation is None and test is None

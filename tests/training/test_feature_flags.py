@@ -34,6 +34,15 @@ def test_flags_reach_megatron_core_configs():
     assert config.check_for_nan_in_loss_and_grad
 
 
+def test_attention_backend_reaches_the_transformer_config():
+    """Megatron-LM's --attention-backend; auto stays megatron-core's default (no override)."""
+    from megatron.core.transformer.enums import AttnBackend
+
+    assert "attention_backend" not in transformer_overrides(parse_config([]))
+    local = transformer_overrides(parse_config(["--attention-backend", "local"]))
+    assert local["attention_backend"] == AttnBackend.local
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--tensor-model-parallel-size", "2", "--sequence-parallel"],
      "--sequence-parallel needs Transformer Engine"),
@@ -52,6 +61,8 @@ def test_flags_reach_megatron_core_configs():
     (["--async-save"], "--async-save writes the checkpoints of --save DIR"),
     (["--train-samples", "0"], "--train-samples must be positive"),
     (["--distributed-timeout-minutes", "0"], "--distributed-timeout-minutes must be at least 1"),
+    (["--attention-backend", "fused"], "--attention-backend fused selects a Transformer Engine"),
+    (["--attention-backend", "sdpa"], "invalid choice: 'sdpa'"),
 ])
 def test_bad_combinations_name_the_flag_and_the_fix(argv, message, capsys):
     with pytest.raises(SystemExit):

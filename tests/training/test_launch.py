@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from megatron_hope.training.distributed import detect_launch_environment, first_slurm_host
+from megatron_hope.training.distributed import (
+    detect_launch_environment,
+    first_slurm_host,
+    slurm_master_port,
+)
 
 
 def test_torchrun_variables():
@@ -23,7 +27,7 @@ def test_slurm_variables_derive_the_master_from_the_node_list():
     })
     assert (launch.rank, launch.world_size, launch.local_rank) == (9, 16, 1)
     assert launch.master_addr == "gpu-017"
-    assert launch.master_port == 20000 + 123456 % 20000
+    assert launch.master_port == 10000 + 123456 % 20000
     assert launch.launcher == "slurm"
 
 
@@ -41,6 +45,15 @@ def test_slurm_batch_script_without_srun_is_one_process():
         "SLURM_JOB_ID": "77",
     })
     assert (launch.rank, launch.world_size, launch.launcher) == (0, 1, "single")
+
+
+@pytest.mark.parametrize("job_id", ["0", "19999", "20000", "123456", "4294967294"])
+def test_slurm_master_port_stays_below_the_ephemeral_range(job_id):
+    """Linux hands out 32768-60999 as source ports of outgoing connections; a job's port is
+    drawn from 10000-29999, so no such connection can hold it already."""
+    port = slurm_master_port({"SLURM_JOB_ID": job_id})
+    assert 10000 <= port <= 29999
+    assert port == 10000 + int(job_id) % 20000
 
 
 def test_slurm_respects_an_exported_master():

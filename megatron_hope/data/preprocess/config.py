@@ -74,8 +74,10 @@ class PreprocessConfig:
     `gigatoken` (an error if not exact); `reference`."""
     task_index: int = 0
     num_tasks: int = 1
-    """Slurm arrays: this task encodes every num_tasks-th unit of work (a plain file's byte
-    range, or a whole compressed file) in sorted order, starting at task_index."""
+    """Slurm arrays: this task encodes its share of the units of work (a plain file's byte
+    range, or a whole compressed file): largest first, each to the least-loaded task
+    (`plan.assign_tasks`). The share depends on num_tasks: pass the array's size, not
+    $SLURM_ARRAY_TASK_COUNT (resubmitting some tasks changes that)."""
     merge: bool | None = None
     """Merge the shards into the final outputs; default: when num_tasks == 1."""
     keep_shards: bool = False
@@ -98,8 +100,8 @@ class PreprocessConfig:
         if not 0 <= self.task_index < self.num_tasks:
             raise ValueError(
                 f"--task-index ({self.task_index}) must be in [0, --num-tasks "
-                f"({self.num_tasks})); under Slurm use $SLURM_ARRAY_TASK_ID and "
-                f"$SLURM_ARRAY_TASK_COUNT"
+                f"({self.num_tasks})); under Slurm use $SLURM_ARRAY_TASK_ID and the array's "
+                f"size (examples/slurm_preprocess: NUM_TASKS)"
             )
         if self.keep_newlines and not self.split_sentences:
             logger.info("--keep-newlines has an effect only with --split-sentences")

@@ -14,9 +14,11 @@ a shard of another layout (other `--partitions`) is never taken for one of this 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -59,6 +61,38 @@ class Shard:
         if self.file.compressed:
             return {"chunk": self.number, "chunk_bytes": range_bytes}
         return {"start": self.start, "end": self.end}
+
+
+def assign_tasks(sizes: Sequence[int], num_tasks: int) -> list[list[int]]:
+    """Which units of work (indices into `sizes`, their bytes) each of `num_tasks` array tasks
+    encodes: largest first, each to the task with the fewest bytes so far (ties: the lowest task;
+    equal sizes: the earlier unit), each task's indices in ascending order.
+
+    Greedy longest-processing-time (Graham 1969): the busiest task gets at most 4/3 of what it
+    would in the best split possible, where `i % num_tasks` can give one task all the large
+    files. It is a function of the
+    sizes and the task count only, so every task computes the same split: pass the array's task
+    count explicitly (`--num-tasks`), since resubmitting some tasks changes
+    $SLURM_ARRAY_TASK_COUNT and with it every task's share.
+    """
+    if num_tasks < 1:
+        raise ValueError(f"--num-tasks ({num_tasks}) must be at least 1")
+    tasks: list[list[int]] = [[] for _ in range(num_tasks)]
+    loads = [(0, task) for task in range(num_tasks)]  # a heap of (bytes, task)
+    for unit in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        load, task = heapq.heappop(loads)
+        tasks[task].append(unit)
+        heapq.heappush(loads, (load + sizes[unit], task))
+    return [sorted(units) for units in tasks]
+
+
+def unit_bytes(unit: Shard | InputFile) -> int:
+    """Bytes of one unit of work as `assign_tasks` weighs it: a plain file's range, or a
+    compressed file's size on disk (its decompressed text is several times larger, so a mix of
+    both kinds is balanced within each kind)."""
+    if isinstance(unit, Shard):
+        return unit.end - unit.start
+    return os.path.getsize(unit.path)
 
 
 def plan_files(config: PreprocessConfig) -> list[InputFile]:

@@ -25,12 +25,14 @@ from megatron_hope.data.preprocess.config import (
 from megatron_hope.data.preprocess.plan import (
     InputFile,
     Shard,
+    assign_tasks,
     file_identity,
     plain_shards,
     plan_files,
     read_done,
     read_layout,
     sample_texts,
+    unit_bytes,
     write_json,
 )
 
@@ -96,7 +98,8 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessSummary:
     }
     # Units of work in sorted order: a plain file's ranges, a compressed file as a whole.
     units = [u for f in files for u in ([f] if f.compressed else plain_shards(f))]
-    mine = units[config.task_index :: config.num_tasks]
+    share = assign_tasks([unit_bytes(unit) for unit in units], config.num_tasks)
+    mine = [units[i] for i in share[config.task_index]]
     ranges = [unit for unit in mine if isinstance(unit, Shard)]
     streams = [unit for unit in mine if isinstance(unit, InputFile)]
     done: dict[str, dict] = {}
