@@ -61,15 +61,18 @@ def _successor_table(rng: SplitMix64) -> list[list[int]]:
     return [[rng.below(len(WORDS)) for _ in range(SUCCESSORS_PER_WORD)] for _ in WORDS]
 
 
-def synthetic_documents(num_documents: int, seed: int = 2410_21216) -> list[str]:
-    """`num_documents` texts of 40-400 words in sentences and paragraphs."""
+def synthetic_documents(num_documents: int, seed: int = 2410_21216,
+                        max_words: int = 400) -> list[str]:
+    """`num_documents` texts of 40-`max_words` words (fewer when `max_words` < 40) in sentences
+    and paragraphs."""
     rng = SplitMix64(seed)
     successors = _successor_table(rng)
     documents = []
     for _ in range(num_documents):
         word = rng.below(len(WORDS))
         sentences, sentence = [], [WORDS[word]]
-        for _ in range(40 + rng.below(361)):
+        low = min(40, max_words)
+        for _ in range(low + rng.below(max_words - low + 1)):
             word = successors[word][rng.below(SUCCESSORS_PER_WORD)]
             sentence.append(WORDS[word])
             if len(sentence) >= 6 and rng.below(8) == 0:
@@ -82,20 +85,20 @@ def synthetic_documents(num_documents: int, seed: int = 2410_21216) -> list[str]
     return documents
 
 
-def write_synthetic_jsonl(path: Path, num_documents: int) -> Path:
+def write_synthetic_jsonl(path: Path, num_documents: int, max_words: int = 400) -> Path:
     with open(path, "w", encoding="utf-8") as out:
-        for text in synthetic_documents(num_documents):
+        for text in synthetic_documents(num_documents, max_words=max_words):
             out.write(json.dumps({"text": text}) + "\n")
     return path
 
 
-def prepare_golden_data(work_dir: Path, num_documents: int = 2000) -> dict:
+def prepare_golden_data(work_dir: Path, num_documents: int = 2000, max_words: int = 400) -> dict:
     """The synthetic corpus as `.bin/.idx` with the committed tokenizer: the `data` dict the
     training tests pass around (`prefix`, `tokenizer`, `vocab_size`)."""
     from megatron_hope.data.indexed import write_indexed_dataset
     from megatron_hope.data.tokenizer import HopeTokenizer
 
-    corpus = write_synthetic_jsonl(Path(work_dir) / "synthetic.jsonl", num_documents)
+    corpus = write_synthetic_jsonl(Path(work_dir) / "synthetic.jsonl", num_documents, max_words)
     tokenizer = HopeTokenizer(GOLDEN_TOKENIZER)
     prefix = Path(work_dir) / "synthetic_text_document"
     write_indexed_dataset(corpus, tokenizer, prefix)
