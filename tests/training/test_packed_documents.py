@@ -45,7 +45,8 @@ def _packed_and_alone(rank, data):
         tokenizer, seed=1234, packing=DocumentPacking(True, True, True))
     # Samples with at least two EOD tokens inside: three segments, two of them whole documents.
     samples = [train[i] for i in range(len(train))]
-    samples = [s for s in samples if int((torch.as_tensor(s["tokens"]) == tokenizer.eod).sum()) >= 2]
+    samples = [s for s in samples
+               if int((torch.as_tensor(s["tokens"]) == tokenizer.eod).sum()) >= 2]
     assert samples, "no sample holds two documents: use shorter documents"
     batch = get_batch(iter([collate(samples[:2])]))
 
