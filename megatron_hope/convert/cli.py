@@ -25,6 +25,7 @@ import logging
 import sys
 
 from megatron_hope.convert.weight_map import TARGETS
+from megatron_hope.rope.arguments import add_position_encoding_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("--from-hf")
     group.add_argument("--target-tensor-parallel-size", type=int, default=1)
     group.add_argument("--target-pipeline-parallel-size", type=int, default=1)
-    group.add_argument("--position-embedding-type", default=None,
-                       help="switch the encoding on import, e.g. hope for a RoPE model")
-    group.add_argument("--hope-train-length", type=int, default=None)
-    group.add_argument("--rope-fraction", type=float, default=None)
+    # Switch the encoding on import (e.g. hope for a RoPE model); the base is the model's.
+    add_position_encoding_arguments(group, rotary_base=False, default_type=None)
     group.add_argument("--seq-length", type=int, default=None)
     return parser
 

@@ -30,10 +30,10 @@ from typing import Any
 
 from megatron_hope.megatron.model import HopeGPTModel, ModelArchitecture
 from megatron_hope.megatron.no_rope import parse_no_rope_freq
+from megatron_hope.rope.arguments import add_position_encoding_arguments
 from megatron_hope.rope.config import PositionEncodingConfig
 from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
 from megatron_hope.training import checkpointing
-from megatron_hope.training.arguments import add_position_encoding_arguments
 
 HOPE_TYPE_FLAG = "--hope-position-embedding-type"
 """Where Megatron-LM's parser carries our type (see `megatron_lm_argv`)."""

@@ -24,9 +24,9 @@ import json
 import math
 import sys
 
+from megatron_hope.rope.arguments import add_position_encoding_arguments
 from megatron_hope.rope.config import PositionEncodingConfig
 from megatron_hope.rope.frequencies import (
-    POSITION_ENCODING_TYPES,
     classify_pairs,
     rope_inv_freq,
     rotated_pair_count,
@@ -41,15 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--kv-channels", type=int, required=True,
                         help="head dimension d (hidden_size / num_attention_heads)")
-    parser.add_argument("--rotary-base", type=float, default=10000.0,
-                        help="RoPE base b (default 10000)")
-    parser.add_argument("--hope-train-length", type=int, default=None,
-                        help="training length L of eq. 6; required for hope, ab1, ab2, ab3; "
-                        "optional for the others (then it only fills the band column)")
-    parser.add_argument("--position-embedding-type", choices=POSITION_ENCODING_TYPES,
-                        default="hope", help="default hope")
-    parser.add_argument("--rope-fraction", type=float, default=None,
-                        help="p-rope only: fraction p of the pairs, fastest first, that rotate")
+    # --hope-train-length is optional for rope/p-rope/none here: it then fills the band column.
+    add_position_encoding_arguments(parser, group_title=None)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     return parser
 

@@ -14,8 +14,8 @@ from megatron_hope.megatron.model import (
     ModelArchitecture,
 )
 from megatron_hope.megatron.no_rope import parse_no_rope_freq
+from megatron_hope.rope.arguments import add_position_encoding_arguments
 from megatron_hope.rope.config import PositionEncodingConfig
-from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
 from megatron_hope.training.config import EXIT_SIGNALS, LR_DECAY_STYLES, PretrainConfig
 from megatron_hope.training.feature_checks import (
     ATTENTION_BACKENDS,
@@ -165,33 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="peak TFLOP/s per GPU for MFU (default: from the device name)")
     log.add_argument("--log-memory-to-tensorboard", action="store_true")
     return parser
-
-
-def add_position_encoding_arguments(
-    parser: argparse.ArgumentParser,
-    rotary_base: bool = True,
-    type_flag: str = "--position-embedding-type",
-    default_type: str | None = "hope",
-) -> argparse._ArgumentGroup:
-    """The HoPE flags, declared once for `hope-pretrain` and for Megatron-LM's own parser.
-
-    For Megatron-LM's parser (`megatron_hope.integrations.megatron_lm`), `rotary_base=False`
-    leaves `--rotary-base` to Megatron-LM and the type goes under `type_flag`
-    (`--hope-position-embedding-type`), since Megatron-LM keeps its own
-    `--position-embedding-type` with fixed choices.
-    """
-    rope = parser.add_argument_group("position encoding")
-    # Not `choices=`: an unknown type gets the library's message, which lists the valid ones.
-    rope.add_argument(type_flag, default=default_type,
-                      help=f"one of {', '.join(POSITION_ENCODING_TYPES)} (default "
-                      f"{default_type})")
-    if rotary_base:
-        rope.add_argument("--rotary-base", type=float, default=10000.0)
-    rope.add_argument("--hope-train-length", type=int, default=None,
-                      help="L of the HoPE paper's eq. 6 (default: --seq-length)")
-    rope.add_argument("--rope-fraction", type=float, default=None,
-                      help="p-RoPE: fraction of pairs (highest frequencies first) that rotate")
-    return rope
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:

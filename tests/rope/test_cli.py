@@ -111,3 +111,20 @@ def test_bad_input_exits_2_naming_the_flag(capsys, argv, flag):
 def test_help_exits_0(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "--hope-train-length" in out
+
+
+def test_every_command_declares_the_position_flags_the_same_way():
+    """hope-pretrain, hope-rope and hope-convert share one declaration (rope/arguments.py)."""
+    from megatron_hope.convert.cli import build_parser as convert_parser
+    from megatron_hope.rope.cli import build_parser as rope_parser
+    from megatron_hope.training.arguments import build_parser as pretrain_parser
+
+    def declared(parser):
+        return {action.option_strings[0]: action.help for action in parser._actions
+                if action.option_strings and action.option_strings[0] in (
+                    "--hope-train-length", "--rope-fraction", "--rotary-base")}
+
+    pretrain, rope, convert = declared(pretrain_parser()), declared(rope_parser()), declared(
+        convert_parser())
+    assert pretrain == rope
+    assert convert == {k: v for k, v in pretrain.items() if k != "--rotary-base"}
