@@ -34,9 +34,12 @@ class ParallelLayout:
     world_size: int
     tensor_model_parallel_size: int = 1
     pipeline_model_parallel_size: int = 1
+    context_parallel_size: int = 1
+    """Ranks that split each sequence; they share one data-parallel rank's batch."""
 
     def __post_init__(self) -> None:
-        model_parallel = self.tensor_model_parallel_size * self.pipeline_model_parallel_size
+        model_parallel = (self.tensor_model_parallel_size * self.pipeline_model_parallel_size
+                          * self.context_parallel_size)
         if self.tensor_model_parallel_size < 1 or self.pipeline_model_parallel_size < 1:
             raise ValueError("--tensor-model-parallel-size and --pipeline-model-parallel-size "
                              "must be at least 1")
@@ -44,15 +47,16 @@ class ParallelLayout:
             raise ValueError(
                 f"world size {self.world_size} is not divisible by --tensor-model-parallel-size "
                 f"({self.tensor_model_parallel_size}) x --pipeline-model-parallel-size "
-                f"({self.pipeline_model_parallel_size}); launch a multiple of {model_parallel} "
+                f"({self.pipeline_model_parallel_size}) x --context-parallel-size "
+                f"({self.context_parallel_size}); launch a multiple of {model_parallel} "
                 "processes"
             )
 
     @property
     def data_parallel_size(self) -> int:
-        return self.world_size // (
-            self.tensor_model_parallel_size * self.pipeline_model_parallel_size
-        )
+        return self.world_size // (self.tensor_model_parallel_size
+                                   * self.pipeline_model_parallel_size
+                                   * self.context_parallel_size)
 
 
 @dataclass(frozen=True)
@@ -258,9 +262,8 @@ class PretrainConfig:
 
     def layout(self, world_size: int) -> ParallelLayout:
         """The parallel layout for `world_size` ranks, checked against the batch sizes."""
-        layout = ParallelLayout(
-            world_size, self.tensor_model_parallel_size, self.pipeline_model_parallel_size
-        )
+        layout = ParallelLayout(world_size, self.tensor_model_parallel_size,
+                                self.pipeline_model_parallel_size, self.context_parallel_size)
         per_step = self.micro_batch_size * layout.data_parallel_size
         if self.resolved_global_batch_size(layout) % per_step:
             raise ValueError(

@@ -13,21 +13,28 @@ Megatron-LM's `build_pretraining_data_loader` builds it; `get_batch` moves each 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from megatron.core import parallel_state
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.blended_megatron_dataset_config import parse_and_normalize_split
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, MockGPTDataset
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import get_blend_from_list
+from megatron.core.utils import get_batch_on_this_cp_rank
 
 from megatron_hope.training.run_control import survive_exit_signal
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
+# megatron-core 0.19 added hybrid CP to the slicing function, as a required argument.
+_CP_SLICING_ARGUMENTS = (
+    {"is_hybrid_cp": False}
+    if "is_hybrid_cp" in inspect.signature(get_batch_on_this_cp_rank).parameters else {})
 SPLIT_NAMES = ("train", "validation", "test")
 
 
@@ -210,10 +217,15 @@ def _ignore_in_worker(exit_signal: str, worker_id: int) -> None:
 
 
 def get_batch(data_iterator: Iterable | Iterator) -> dict[str, torch.Tensor]:
-    """The next micro-batch, on `torch.cuda.current_device()` (the copy overlaps compute)."""
+    """The next micro-batch, on `torch.cuda.current_device()` (the copy overlaps compute); with
+    context parallelism, this rank's two load-balanced chunks of every sequence (Megatron-LM's
+    `get_batch_on_this_cp_rank`: chunks r and 2c-1-r of 2c)."""
     batch = next(data_iterator)
     device = torch.cuda.current_device()
-    return {key: value.cuda(device, non_blocking=True) for key, value in batch.items()}
+    batch = {key: value.cuda(device, non_blocking=True) for key, value in batch.items()}
+    if parallel_state.get_context_parallel_world_size() > 1:
+        batch = get_batch_on_this_cp_rank(batch, **_CP_SLICING_ARGUMENTS)
+    return batch
 
 
 def build_train_and_validation(config, global_batch_size: int, tokenizer):

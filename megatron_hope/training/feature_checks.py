@@ -99,12 +99,18 @@ def _check_long_context(config: PretrainConfig) -> None:
     if config.cp_comm_type not in CP_COMM_TYPES:
         raise ValueError(f"--cp-comm-type {config.cp_comm_type!r} is not one of "
                          f"{', '.join(CP_COMM_TYPES)}")
-    if config.context_parallel_size != 1:
+    cp = config.context_parallel_size
+    if cp < 1:
+        raise ValueError(f"--context-parallel-size must be at least 1, got {cp}")
+    if cp > 1 and config.arch.transformer_impl != "transformer_engine":
         raise ValueError(
-            f"--context-parallel-size {config.context_parallel_size} needs Transformer Engine "
-            "attention and per-rank batch slicing, which hope-pretrain does not wire up yet; "
-            "use 1 (HopeRotaryEmbedding itself slices its frequencies per CP rank)"
-        )
+            f"--context-parallel-size {cp} needs Transformer Engine's attention (megatron-core's "
+            "local attention has no context parallelism): add --transformer-impl "
+            "transformer_engine in the GPU image, or use 1")
+    if cp > 1 and config.arch.seq_length % (2 * cp):
+        raise ValueError(
+            f"--seq-length ({config.arch.seq_length}) must be divisible by 2 x "
+            f"--context-parallel-size ({2 * cp}): each rank holds two load-balanced chunks")
     per_virtual_stage = config.num_layers_per_virtual_pipeline_stage
     if per_virtual_stage is not None:
         pp = config.pipeline_model_parallel_size

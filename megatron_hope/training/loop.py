@@ -62,6 +62,7 @@ def initialize_parallel_state(config: PretrainConfig) -> None:
     exist already)."""
     initialize_distributed(
         config.tensor_model_parallel_size, config.pipeline_model_parallel_size,
+        context_parallel_size=config.context_parallel_size,
         timeout_minutes=config.distributed_timeout_minutes,
         virtual_pipeline_model_parallel_size=config.virtual_pipeline_model_parallel_size)
 

@@ -21,12 +21,14 @@ LOSS_KEY = "lm loss"
 
 
 def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
-    """Mean token loss of one micro-batch; the report is averaged over data-parallel ranks."""
+    """Mean token loss of one micro-batch; the report is averaged over data- (and context-)
+    parallel ranks."""
     losses = output_tensor.float().reshape(-1)
     mask = loss_mask.float().reshape(-1)
     loss = torch.sum(losses * mask) / mask.sum().clamp(min=1.0)
     reported = loss.detach().clone()
-    group = parallel_state.get_data_parallel_group()
+    # Context-parallel ranks hold equal slices of the same sequences: their mean is the mean.
+    group = parallel_state.get_data_parallel_group(with_context_parallel=True)
     dist.all_reduce(reported, group=group)
     reported /= dist.get_world_size(group)
     return loss, {LOSS_KEY: reported}
@@ -40,7 +42,8 @@ def per_token_loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
     loss = torch.sum(losses * mask)
     num_tokens = mask.sum().to(torch.int)
     reported = torch.stack([loss.detach().clone(), mask.sum()])
-    dist.all_reduce(reported, group=parallel_state.get_data_parallel_group())
+    dist.all_reduce(reported, group=parallel_state.get_data_parallel_group(
+        with_context_parallel=True))
     return loss, num_tokens, {LOSS_KEY: reported}
 
 

@@ -61,6 +61,7 @@ class Trainer:
             arch,
             tensor_model_parallel_size=config.tensor_model_parallel_size,
             pipeline_model_parallel_size=config.pipeline_model_parallel_size,
+            context_parallel_size=config.context_parallel_size,
             **transformer_overrides(config),
         )
         self.load_iteration = checkpointing.agreed_load_iteration(config.load, config.strict_load)
