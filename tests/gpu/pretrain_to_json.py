@@ -23,6 +23,8 @@ def main(argv: list[str]) -> int:
 
     with cpu_execution():
         _, result = run(parse_config(rest))
+    if not result.logging_rank:  # under torchrun: the one rank that reports the run writes
+        return 0
     Path(out).write_text(json.dumps({
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "train_losses": {str(k): v for k, v in result.train_losses.items()},

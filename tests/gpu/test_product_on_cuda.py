@@ -157,6 +157,50 @@ def test_fp8_hybrid_trains_close_to_bf16(initial, tmp_path, recipe):
 
 
 @needs_te
+def test_fp8_param_gather_trains_close_to_bf16(initial, tmp_path):
+    """FP8 weights gathered by the distributed optimizer (one rank: the gather is local)."""
+    te = [*initial, "--transformer-impl", "transformer_engine", "--bf16",
+          "--use-distributed-optimizer"]
+    bf16 = pretrain(tmp_path, "bf16-distopt", te)["losses"]
+    fp8 = pretrain(tmp_path, "fp8-param-gather",
+                   [*te, "--fp8-format", "hybrid", "--fp8-param-gather"])["losses"]
+    assert all(math.isfinite(x) for x in fp8), fp8
+    assert fp8 == pytest.approx(bf16, rel=FP8_RTOL)
+
+
+needs_two_gpus = pytest.mark.skipif(
+    not DRY_RUN and torch.cuda.device_count() < 2,
+    reason="sequence and context parallelism split work over 2 GPUs; this machine has fewer")
+
+
+def torchrun_pretrain(tmp: Path, name: str, flags: list[str]) -> dict:
+    """`pretrain` on 2 GPUs: torchrun around the same JSON-writing entry."""
+    out = tmp / f"{name}.json"
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
+         "tests.gpu.pretrain_to_json", str(out), "--", *flags],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{name} failed:\n{done.stderr[-4000:]}"
+    losses = json.loads(out.read_text())["train_losses"]
+    return {"losses": [losses[str(i)] for i in range(1, len(losses) + 1)]}
+
+
+@needs_te
+@needs_two_gpus
+@pytest.mark.parametrize("layout", [
+    ["--tensor-model-parallel-size", "2", "--sequence-parallel"],
+    ["--context-parallel-size", "2", "--cp-comm-type", "p2p"],
+], ids=["tp2-sequence-parallel", "cp2"])
+def test_two_gpu_layouts_give_the_single_gpu_losses(initial, tmp_path, layout):
+    te = [*initial, "--transformer-impl", "transformer_engine", "--bf16"]
+    single = pretrain(tmp_path, "te-single", te)["losses"]
+    split = torchrun_pretrain(tmp_path, "te-" + layout[0].strip("-"), [*te, *layout])["losses"]
+    assert split == pytest.approx(single, rel=BF16_RTOL)
+
+
+@needs_te
 def test_hope_hybrid_model_runs_forward_and_backward(single_rank_megatron):
     from megatron.core.models.hybrid.hybrid_layer_specs import hybrid_stack_spec
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
