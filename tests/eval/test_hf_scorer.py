@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 from megatron_hope.eval import cli  # noqa: E402
 from megatron_hope.eval.attention import pair_components  # noqa: E402
-from megatron_hope.eval.scorers import HFScorer  # noqa: E402
+from megatron_hope.eval.hf_scorer import HFScorer  # noqa: E402
 from megatron_hope.rope.scaling import RopeScaling  # noqa: E402
 
 TRAIN_LENGTH = 64
