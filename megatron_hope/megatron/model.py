@@ -20,6 +20,7 @@ from megatron.core.models.gpt.gpt_layer_specs import (
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from megatron_hope.flag_checks import check_range
 from megatron_hope.megatron.rotary import HopeRotaryEmbedding
 from megatron_hope.rope.config import PositionEncodingConfig
 
@@ -90,6 +91,15 @@ class ModelArchitecture:
             value = getattr(self, name)
             if value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        # Given explicitly, these must be positive too (None: derived from the sizes above).
+        for name in ("ffn_hidden_size", "num_query_groups", "kv_channels",
+                     "max_position_embeddings"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        check_range("init_method_std", self.init_method_std, 0.0)
+        for name in ("hidden_dropout", "attention_dropout"):
+            check_range(name, getattr(self, name), 0.0, 1.0, high_included=True)
         if self.hidden_size % self.num_attention_heads and self.kv_channels is None:
             raise ValueError(
                 f"--hidden-size ({self.hidden_size}) is not divisible by --num-attention-heads "

@@ -46,7 +46,7 @@ from megatron_hope.training.megatron_configs import (
     transformer_overrides,
     wire_overlap,
 )
-from megatron_hope.training.memory import estimate_for
+from megatron_hope.training.memory import check_weights_fit, estimate_for
 from megatron_hope.training.reporting import (
     IntervalStats,
     Reporter,
@@ -107,6 +107,8 @@ class Trainer:
             config.tensor_model_parallel_size,
             checkpoint_padded_size=_saved_padded_vocab_size(config.load, self.load_iteration),
         )
+        check_weights_fit(arch, self.padded_vocab_size, config.tensor_model_parallel_size,
+                          config.pipeline_model_parallel_size)
         model = build_model(
             arch,
             self.transformer_config,
