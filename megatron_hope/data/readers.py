@@ -160,6 +160,10 @@ def subset_from_meta(record: dict) -> str | None:
     return None
 
 
+class NoInputError(ValueError):
+    """`--input` names nothing that exists, or no input file."""
+
+
 def discover_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """The files `--input` names (files, directories searched recursively, globs), sorted.
 
@@ -182,10 +186,11 @@ def discover_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> 
         else:
             matches = [Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file()]
             if not matches:
-                raise ValueError(f"--input {item!r}: no such file, directory or matching glob")
+                raise NoInputError(
+                    f"--input {item!r}: no such file, directory or matching glob")
             found.update(matches)
     if not found:
-        raise ValueError(
+        raise NoInputError(
             f"--input {' '.join(map(str, inputs))}: no input files "
             f"(a directory is searched for {', '.join(INPUT_SUFFIXES)})"
         )

@@ -21,6 +21,7 @@ from megatron_hope.data.preprocess.config import (
     PreprocessConfig,
     PreprocessSummary,
     Settings,
+    UsageError,
 )
 from megatron_hope.data.preprocess.plan import (
     InputFile,
@@ -41,8 +42,9 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessSummary:
     """Preprocess `config.input` into Megatron `.bin/.idx` outputs; see the package docstring.
 
     Raises:
-        ValueError: for bad flags or tokenizer files (before any work), and with `strict` for
-            the first bad record (`BadRecordError`, message `file:line: ...`).
+        UsageError: for bad flags, tokenizer files or `--input` paths (before any work).
+        ValueError: with `strict` for the first bad record (`BadRecordError`, message
+            `file:line: ...`).
     """
     from megatron_hope.data.backends import select_encoder
     from megatron_hope.data.tokenizer_args import TokenizerArgs
@@ -51,8 +53,12 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessSummary:
     tokenizer_args = TokenizerArgs.of(config)
     tokenizer = tokenizer_args.build()
     if config.append_eod and tokenizer.eod is None:
-        raise ValueError(f"--append-eod: {tokenizer!r} has no end-of-document token")
-    files = plan_files(config)
+        raise UsageError(f"--append-eod: {tokenizer!r} has no end-of-document token; name one "
+                         "with --eod-token")
+    try:
+        files = plan_files(config)
+    except readers.NoInputError as error:
+        raise UsageError(str(error)) from None
     dtype = numpy.dtype(optimal_dtype(tokenizer.vocab_size)).name
     splitter, punkt_hash = _sentence_splitter(config, files)
     settings = asdict(
