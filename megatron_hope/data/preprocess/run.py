@@ -117,8 +117,12 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessSummary:
     summary = PreprocessSummary(shards_reused=len(done))
 
     pending = pending_ranges or pending_streams
+    # Each cut to SAMPLE_BYTES: the reference encoder would take seconds and gigabytes on a
+    # single 200 MB document, and the check needs no more than the first characters.
     sample = (
-        sample_texts(files, config.json_keys, SAMPLE_DOCUMENTS, SAMPLE_BYTES) if pending else []
+        [text[:SAMPLE_BYTES]
+         for text in sample_texts(files, config.json_keys, SAMPLE_DOCUMENTS, SAMPLE_BYTES)]
+        if pending else []
     )
     encoder = select_encoder(tokenizer, sample, config.tokenizer_backend) if pending else None
     summary.backend = state["backend"] = encoder.name if encoder else "none (all shards reused)"
