@@ -156,6 +156,18 @@ class ModelArchitecture:
                 f"({self.seq_length}); raise it"
             )
 
+    def weight_shape_settings(self) -> dict[str, object]:
+        """The settings that fix the shapes of the weights, resolved (defaults applied): two
+        architectures whose settings differ here cannot load each other's checkpoints."""
+        return {
+            "num_layers": self.num_layers, "hidden_size": self.hidden_size,
+            "num_attention_heads": self.num_attention_heads,
+            "num_query_groups": self.query_groups, "kv_channels": self.head_dim,
+            "ffn_hidden_size": self.ffn_size, "swiglu": self.swiglu,
+            "normalization": self.normalization, "add_bias_linear": self.add_bias_linear,
+            "untie_embeddings_and_output_weights": self.untie_embeddings_and_output_weights,
+        }
+
     @property
     def head_dim(self) -> int:
         return self.kv_channels or self.hidden_size // self.num_attention_heads

@@ -19,6 +19,14 @@ def sample_data(tmp_path_factory):
                                max_bytes=600_000)
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The tiny trained checkpoint hope-eval's tests use (2 iterations, built once)."""
+    from tests.eval.tiny_checkpoint import build
+
+    return build(tmp_path_factory)
+
+
 @pytest.fixture(scope="module")
 def fuzz_paths(tmp_path_factory, sample_data) -> Paths:
     """What a path flag may get, in a fresh directory per test module."""
