@@ -20,8 +20,9 @@ import io
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from unittest import mock
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 FUZZ_SETTINGS = dict(
@@ -218,3 +219,21 @@ def assert_clean(outcome: Outcome, parser: argparse.ArgumentParser, argv: list[s
     named |= {value for value in positional_values(parser, argv)
               if (value.strip() and value in outcome.stderr) or repr(value) in outcome.stderr}
     assert named, f"exit status 2 without naming a flag for {argv}:\n{outcome.stderr}"
+
+
+def fuzz_cli(main: Callable[[list[str]], int], parser: argparse.ArgumentParser, paths: Paths,
+             examples: Mapping[str, Sequence[str]], base: Mapping[str | None, Sequence[str]],
+             stubs: Mapping[str, Callable], max_examples: int) -> None:
+    """Run `main` on `max_examples` drawn command lines with `stubs` (`{"module.attribute":
+    replacement}`, the first step of real work raising `ReachedWork`) in place; fails with the
+    first command line whose outcome is not clean (hypothesis shrinks it first)."""
+
+    @fuzz_settings(max_examples)
+    @given(command_lines(parser, paths, examples, base))
+    def check(argv):
+        with contextlib.ExitStack() as stack:
+            for target, replacement in stubs.items():
+                stack.enter_context(mock.patch(target, replacement))
+            assert_clean(run_cli(main, argv), parser, argv)
+
+    check()

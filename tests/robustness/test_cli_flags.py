@@ -18,19 +18,9 @@ Hypothesis is derandomized: CI sees the same command lines every run.
 
 from __future__ import annotations
 
-from unittest import mock
-
-from hypothesis import given
-
 from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
 from tests.distributed import run_on_ranks
-from tests.robustness.flag_fuzz import (
-    assert_clean,
-    command_lines,
-    fuzz_settings,
-    reach_work,
-    run_cli,
-)
+from tests.robustness.flag_fuzz import fuzz_cli, reach_work
 
 VALID_EXAMPLES = {
     # Valid values of string flags, by dest (argparse knows only their type, str).
@@ -52,68 +42,42 @@ def test_hope_pretrain_flags(fuzz_paths, scratch_cwd):
     from megatron_hope.training.arguments import build_parser
     from megatron_hope.training.cli import main
 
-    parser = build_parser()
     valid = ["--data-path", fuzz_paths.valid["data_prefix"],
              "--tokenizer-model", fuzz_paths.valid["tokenizer"]]
-
-    @fuzz_settings(max_examples=500)
-    @given(command_lines(parser, fuzz_paths, VALID_EXAMPLES, {None: valid}))
-    def check(argv):
-        with mock.patch("megatron_hope.training.distributed.initialize_distributed",
-                        reach_work):
-            assert_clean(run_cli(main, argv), parser, argv)
-
-    check()
+    fuzz_cli(main, build_parser(), fuzz_paths, VALID_EXAMPLES, {None: valid},
+             {"megatron_hope.training.distributed.initialize_distributed": reach_work},
+             max_examples=500)
 
 
 def test_hope_convert_flags(fuzz_paths, scratch_cwd):
     from megatron_hope.convert.cli import build_parser, main
 
-    parser = build_parser()
     valid = ["--load-dir", fuzz_paths.missing, "--save-dir", "export"]
-
-    @fuzz_settings(max_examples=400)
-    @given(command_lines(parser, fuzz_paths, VALID_EXAMPLES, {None: valid}))
-    def check(argv):
-        with mock.patch("megatron_hope.convert.export.ensure_single_process", reach_work), \
-                mock.patch("megatron_hope.convert.import_hf.ensure_single_process", reach_work):
-            assert_clean(run_cli(main, argv), parser, argv)
-
-    check()
+    fuzz_cli(main, build_parser(), fuzz_paths, VALID_EXAMPLES, {None: valid},
+             {"megatron_hope.convert.export.ensure_single_process": reach_work,
+              "megatron_hope.convert.import_hf.ensure_single_process": reach_work},
+             max_examples=400)
 
 
 def test_hope_preprocess_flags(fuzz_paths, scratch_cwd):
     from megatron_hope.data.cli import main, preprocess_parser
 
-    parser = preprocess_parser()
     valid = ["--input", fuzz_paths.valid["jsonl"], "--output-prefix", "out/corpus",
              "--tokenizer-model", fuzz_paths.valid["tokenizer"]]
-
-    @fuzz_settings(max_examples=300)
-    @given(command_lines(parser, fuzz_paths, VALID_EXAMPLES, {None: valid}))
-    def check(argv):
-        with mock.patch("megatron_hope.data.preprocess.schedule.encode_pending", reach_work):
-            assert_clean(run_cli(main, argv), parser, argv)
-
-    check()
+    fuzz_cli(main, preprocess_parser(), fuzz_paths, VALID_EXAMPLES, {None: valid},
+             {"megatron_hope.data.preprocess.schedule.encode_pending": reach_work},
+             max_examples=300)
 
 
 def test_hope_eval_flags(fuzz_paths, scratch_cwd):
     from megatron_hope.eval.cli import SUBCOMMANDS, build_parser, main
 
-    parser = build_parser()
     model = ["--load", fuzz_paths.missing, "--output-dir", "results"]
     valid = {command: model for command in SUBCOMMANDS}
     valid["ppl-vs-length"] = [*model, "--data", fuzz_paths.valid["data_prefix"]]
     valid["report"] = ["--output-dir", "report"]
-
-    @fuzz_settings(max_examples=500)
-    @given(command_lines(parser, fuzz_paths, VALID_EXAMPLES, valid))
-    def check(argv):
-        with mock.patch("megatron_hope.eval.scorers.load_scorer", reach_work):
-            assert_clean(run_cli(main, argv), parser, argv)
-
-    check()
+    fuzz_cli(main, build_parser(), fuzz_paths, VALID_EXAMPLES, valid,
+             {"megatron_hope.eval.scorers.load_scorer": reach_work}, max_examples=500)
 
 
 def _deep_pretrain_fuzz(rank, paths, max_examples):
@@ -125,7 +89,6 @@ def _deep_pretrain_fuzz(rank, paths, max_examples):
     from megatron_hope.training.cli import main
 
     os.chdir(tempfile.mkdtemp(prefix="deep-fuzz-"))
-    parser = build_parser()
     data = ["--data-path", paths.valid["data_prefix"], "--tokenizer-model",
             paths.valid["tokenizer"]]
 
@@ -135,14 +98,10 @@ def _deep_pretrain_fuzz(rank, paths, max_examples):
                               tokenizer_model=paths.valid["tokenizer"],
                               tokenizer_type="HuggingFaceTokenizer")
 
-    @fuzz_settings(max_examples=max_examples)
-    @given(command_lines(parser, paths, VALID_EXAMPLES, {None: data}))
-    def check(argv):
-        with mock.patch("megatron_hope.training.loop.build_train_and_validation", reach_work), \
-                mock.patch("megatron_hope.training.cli.with_embedded_sample", sample_data):
-            assert_clean(run_cli(main, argv), parser, argv)
-
-    check()
+    fuzz_cli(main, build_parser(), paths, VALID_EXAMPLES, {None: data},
+             {"megatron_hope.training.loop.build_train_and_validation": reach_work,
+              "megatron_hope.training.cli.with_embedded_sample": sample_data},
+             max_examples=max_examples)
 
 
 def test_hope_pretrain_flags_past_the_process_group(fuzz_paths):
