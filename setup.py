@@ -37,7 +37,9 @@ setup(
         # six and triton: Megatron-LM's own tools/preprocess_data.py, which
         # tests/data/test_megatron_lm_parity.py runs (triton: a 286 MB wheel, ~1 GB installed;
         # torch's CUDA wheels already pull it in).
-        "test": ["pytest", "pytest-timeout", "ruff", "six", "triton; platform_system == 'Linux'"],
+        # hypothesis: tests/robustness fuzzes the CLIs' flags.
+        "test": ["pytest", "pytest-timeout", "ruff", "six", "hypothesis",
+                 "triton; platform_system == 'Linux'"],
         "eval": ["lm_eval[hf]==0.4.13"],
     },
     entry_points={

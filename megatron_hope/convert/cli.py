@@ -72,14 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
-    from megatron_hope.convert.mcore_checkpoint import ConversionError
     from megatron_hope.megatron.cpu import cpu_execution
 
     with cpu_execution():  # CUDA where there is a GPU; the host, through the shim, elsewhere
-        return _run(args, ConversionError)
+        return _run(args)
 
 
-def _run(args, ConversionError) -> int:
+def _run(args) -> int:
     try:
         if args.from_hf:
             from megatron_hope.convert.import_hf import ImportOptions, import_checkpoint
@@ -99,7 +98,7 @@ def _run(args, ConversionError) -> int:
             args.max_shard_size, not args.no_verify, args.tolerance, args.keep_vocab_padding,
             args.tokenizer_model, args.overwrite, not args.no_progress,
             tuple(args.eval_results), args.model_name))
-    except ConversionError as error:
+    except ValueError as error:  # ConversionError, or a setting the model library refuses
         print(f"hope-convert: error: {error}", file=sys.stderr)
         return 2
     print(f"hope-convert: {result.reach}")

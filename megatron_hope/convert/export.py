@@ -38,10 +38,11 @@ from megatron_hope.convert.mcore_checkpoint import (
     ConversionError,
     rules_for,
 )
-from megatron_hope.convert.model_card import model_card
+from megatron_hope.convert.model_card import check_eval_results, model_card
 from megatron_hope.convert.safetensors_stream import Entry, StreamingSafetensorsWriter, parse_size
 from megatron_hope.convert.staging import staged_directory
 from megatron_hope.convert.tokenizer_files import special_token_ids, write_tokenizer_files
+from megatron_hope.flag_checks import check_range
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,29 @@ class ExportOptions:
     """--eval-results: hope-eval result files (*.json) summarised in the model card."""
     model_name: str | None = None
     """--model-name: the model card's name (default: the --save-dir name)."""
+
+    def __post_init__(self) -> None:
+        """Every flag checked before any checkpoint is opened; ConversionError names it."""
+        if self.target != "auto" and self.target not in weight_map.TARGETS:
+            raise ConversionError(f"--target {self.target!r} is not supported; choose one of "
+                                  f"auto, {', '.join(weight_map.TARGETS)}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ConversionError(f"--dtype {self.dtype!r} is not one of auto, "
+                                  f"{', '.join(DTYPES)}")
+        try:
+            RopeScaling.parse(self.rope_scaling)
+            parse_size(self.max_shard_size)
+            if self.tolerance is not None:
+                check_range("tolerance", self.tolerance, 0.0)
+        except ValueError as error:
+            raise ConversionError(str(error)) from None
+        if self.model_name is not None and not self.model_name.strip():
+            raise ConversionError("--model-name is empty; give the model card a name, or leave "
+                                  "the flag out to use the --save-dir name")
+
+    @property
+    def scaling(self) -> RopeScaling | None:
+        return RopeScaling.parse(self.rope_scaling)
 
 
 @dataclass
@@ -162,17 +186,14 @@ def plan_entries(reader: CheckpointReader, rules, geo, target, dtype) -> list[En
 def export_checkpoint(options: ExportOptions) -> ExportResult:
     """Convert, write under a temporary name, verify, rename. Raises ConversionError."""
     start = time.perf_counter()
-    if options.target != "auto" and options.target not in weight_map.TARGETS:
-        raise ConversionError(f"--target {options.target!r} is not supported; choose one of "
-                              f"auto, {', '.join(weight_map.TARGETS)}")
-    if options.dtype != "auto" and options.dtype not in DTYPES:
-        raise ConversionError(f"--dtype {options.dtype!r} is not one of auto, "
-                              f"{', '.join(DTYPES)}")
+    scaling = options.scaling
+    max_shard_bytes = parse_size(options.max_shard_size)
+    save_dir = Path(options.save_dir)
+    _check_output(save_dir, options.overwrite)  # before the (slow) reads, as every flag
     try:
-        scaling = RopeScaling.parse(options.rope_scaling)
+        check_eval_results(list(options.eval_results))
     except ValueError as error:
         raise ConversionError(str(error)) from None
-    max_shard_bytes = parse_size(options.max_shard_size)
     ensure_single_process()
     reader = CheckpointReader.open(options.load_dir)
     arch = reader.arch
@@ -198,8 +219,6 @@ def export_checkpoint(options: ExportOptions) -> ExportResult:
         rotated_pairs=encoding.rotated_pairs if options.target == "phi3" else None)
     entries = plan_entries(reader, rules, geo, options.target, dtype)
 
-    save_dir = Path(options.save_dir)
-    _check_output(save_dir, options.overwrite)
     with staged_directory(save_dir) as staging:
         writer = StreamingSafetensorsWriter(staging, entries, max_shard_bytes,
                                             metadata={"source": "megatron-hope"})

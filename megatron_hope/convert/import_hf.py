@@ -30,8 +30,10 @@ from megatron_hope.convert import weight_map
 from megatron_hope.convert.export import PROVENANCE_FILE_NAME, ensure_single_process
 from megatron_hope.convert.mcore_checkpoint import ConversionError, rules_for
 from megatron_hope.convert.staging import staged_directory
+from megatron_hope.flag_checks import check_range, flag
 from megatron_hope.megatron.model import ModelArchitecture, padded_vocab_size
 from megatron_hope.rope.config import PositionEncodingConfig
+from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
 from megatron_hope.training.run_metadata import RunMetadata
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,32 @@ class ImportOptions:
     """--seq-length (default: the export's, else max_position_embeddings)."""
     overwrite: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Every flag checked before the HF directory is read; ConversionError names it."""
+        for name in ("target_tensor_parallel_size", "target_pipeline_parallel_size"):
+            if getattr(self, name) < 1:
+                raise ConversionError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("hope_train_length", "seq_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConversionError(f"{flag(name)} must be positive, got {value}")
+        kind = self.position_embedding_type
+        if kind is not None and kind not in POSITION_ENCODING_TYPES:
+            raise ConversionError(f"--position-embedding-type {kind!r} is not one of "
+                                  f"{', '.join(POSITION_ENCODING_TYPES)}")
+        if self.rope_fraction is not None and kind != "p-rope":
+            raise ConversionError(f"--rope-fraction ({self.rope_fraction}) applies only with "
+                                  "--position-embedding-type p-rope")
+        if self.rope_fraction is not None:
+            try:
+                check_range("rope_fraction", self.rope_fraction, 0.0, 1.0, low_included=False,
+                            high_included=True)
+            except ValueError as error:
+                raise ConversionError(str(error)) from None
+        if self.hope_train_length is not None and kind not in ("hope", "ab1", "ab2", "ab3"):
+            raise ConversionError(f"--hope-train-length ({self.hope_train_length}) applies only "
+                                  "with --position-embedding-type hope (or ab1-ab3)")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

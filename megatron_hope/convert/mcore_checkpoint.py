@@ -20,7 +20,7 @@ import torch
 
 from megatron_hope.convert.weight_map import CHECKPOINT_KEYS, Rule
 from megatron_hope.megatron.model import ModelArchitecture
-from megatron_hope.training import checkpointing
+from megatron_hope.training import checkpoint_files, checkpointing
 
 
 class ConversionError(ValueError):
@@ -108,6 +108,9 @@ class CheckpointReader:
             raise ConversionError(
                 f"{directory}: shard file(s) {', '.join(missing)} named in the checkpoint's "
                 "metadata are missing; copy the whole iteration directory")
+        problem = checkpoint_files.dcp_problem(directory)  # a truncated shard, before any read
+        if problem is not None:
+            raise ConversionError(f"{problem}; copy the whole iteration directory again")
         try:
             arch = arch_from_metadata(metadata, transformer_impl="local", fp8_format=None,
                                       apply_rope_fusion=False)
@@ -134,14 +137,14 @@ class CheckpointReader:
             key = CHECKPOINT_KEYS[name]
             want = (layers, *shape) if "{i}" in name else shape
             have = self.stored_shapes.get(key)
+            metadata = self.directory / checkpointing.RUN_METADATA_FILENAME
             if have is None:
                 raise ConversionError(
-                    f"{self.directory}: hope_run.json describes a model with {name!r} "
-                    f"(checkpoint key {key!r}) but the checkpoint has no such tensor; the "
-                    "settings do not match the weights")
+                    f"{metadata} describes a model with {name!r} (checkpoint key {key!r}) but "
+                    "the checkpoint has no such tensor; the settings do not match the weights")
             if have != want:
                 raise ConversionError(
-                    f"{self.directory}: {key} has shape {list(have)} but hope_run.json "
+                    f"{self.directory}: {key} has shape {list(have)} but {metadata} "
                     f"(num_layers={layers}, hidden_size={self.arch.hidden_size}, "
                     f"num_attention_heads={self.arch.num_attention_heads}, "
                     f"num_query_groups={self.arch.query_groups}, kv_channels={self.arch.head_dim}, "
@@ -163,10 +166,13 @@ class CheckpointReader:
         else:
             buffer = torch.empty(shape, dtype=self.dtype)
             request = ShardedTensor.from_rank_offsets(key, buffer, replica_id=0)
+        # torch's CheckpointException derives from BaseException, not Exception.
+        from torch.distributed.checkpoint.api import CheckpointException
+
         try:
             loaded = dist_checkpointing.load({"t": request}, str(self.directory),
                                              validate_access_integrity=False)
-        except Exception as error:
+        except (Exception, CheckpointException) as error:
             raise ConversionError(f"{self.directory}: reading {key} failed ({error})") from error
         tensor = loaded["t"]
         return tensor[0] if "{i}" in name else tensor

@@ -55,21 +55,23 @@ def _scalars(result: dict[str, Any]) -> str:
     return ", ".join(parts[:8])
 
 
-def _evaluations(eval_files: list[str]) -> list[str]:
+def check_eval_results(eval_files: list[str]) -> list[str]:
+    """The model card's lines for hope-eval result files; ValueError naming --eval-results for
+    a file that is missing or not a result (checked before an export starts, too)."""
     lines = []
     for path in eval_files:
         try:
             payload = json.loads(Path(path).read_text(encoding="utf-8"))
             task, result = payload["task"], payload["result"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"--eval-results {path}: not a hope-eval result file ({error})"
-                             ) from None
-        if task == "ppl_vs_length":
-            pairs = zip(result["lengths"], result["ppl"], strict=True)
-            lines.append("- perplexity vs length: " + ", ".join(
-                f"{n}: {p:.3g}" for n, p in pairs))
-        else:
-            lines.append(f"- {task}: {_scalars(result) or 'see ' + Path(path).name}")
+            if task == "ppl_vs_length":
+                pairs = zip(result["lengths"], result["ppl"], strict=True)
+                lines.append("- perplexity vs length: " + ", ".join(
+                    f"{n}: {p:.3g}" for n, p in pairs))
+            else:
+                lines.append(f"- {task}: {_scalars(result) or 'see ' + Path(path).name}")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"--eval-results {path}: not a hope-eval result file "
+                             f"({type(error).__name__}: {error})") from None
     return lines
 
 
@@ -91,7 +93,7 @@ def model_card(name: str, config: dict[str, Any], provenance: dict[str, Any],
                     f"rope_type {rope.get('rope_type')}, rope_theta {rope.get('rope_theta'):g}"
                     + (f", partial_rotary_factor {rope['partial_rotary_factor']:.6g}"
                        if "partial_rotary_factor" in rope else ""))
-    evaluations = _evaluations(eval_files) or ["- none given (hope-convert --eval-results "
+    evaluations = check_eval_results(eval_files) or ["- none given (hope-convert --eval-results "
                                                "FILE.json ... adds hope-eval results)"]
     front = ["---", f"model_name: {gguf_safe_name(name)}", "library_name: transformers",
              "pipeline_tag: text-generation", "tags:", "- hope", "- megatron-hope", "---"]

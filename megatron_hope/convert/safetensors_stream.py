@@ -44,14 +44,27 @@ class _Shard:
 
 
 def parse_size(text: str) -> int:
-    """`5GB`, `500MB`, `2GiB`, `1000000` -> bytes (HF's `max_shard_size` spelling)."""
+    """`5GB`, `500MB`, `2GiB`, `1000000` -> bytes (HF's `max_shard_size` spelling).
+
+    Raises:
+        ValueError: naming --max-shard-size, for anything but a positive size.
+    """
     units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9,
              "B": 1}
     upper = text.strip().upper()
-    for unit, scale in units.items():
+    number, scale = upper, 1
+    for unit, unit_scale in units.items():
         if upper.endswith(unit):
-            return int(float(upper[: -len(unit)]) * scale)
-    return int(upper)
+            number, scale = upper[: -len(unit)], unit_scale
+            break
+    try:
+        size = float(number) * scale
+    except ValueError:
+        size = math.nan
+    if not 1 <= size < math.inf:  # NaN compares false: refused too
+        raise ValueError(f"--max-shard-size {text!r}: expected a positive size such as 5GB, "
+                         "500MB, 2GiB or a byte count")
+    return int(size)
 
 
 def plan_shards(entries: list[Entry], max_shard_bytes: int) -> list[_Shard]:

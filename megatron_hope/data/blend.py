@@ -15,6 +15,7 @@ the sample was drawn. `weights` replaces the published shares with the user's (b
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,9 +105,10 @@ def parse_weights(text: str | None) -> Mapping[str, float] | str | None:
             weights[name.strip()] = float(value)
         except ValueError:
             sep = ""
-        if not sep or weights.get(name.strip(), -1) < 0:
+        weight = weights.get(name.strip(), -1.0)
+        if not sep or not 0 <= weight < math.inf:  # NaN compares false: refused too
             raise ValueError(
                 f"--blend-weights {text!r}: expected redpajama, natural or subset=weight pairs "
-                f"separated by commas (e.g. common_crawl=0.5,c4=0.5)"
+                f"(finite weights >= 0) separated by commas (e.g. common_crawl=0.5,c4=0.5)"
             )
     return weights

@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("megatron.core.datasets").setLevel(logging.WARNING)
     from megatron_hope.data.blend import blend_string, parse_weights
     from megatron_hope.data.preprocess import PreprocessConfig, run_preprocess
+    from megatron_hope.data.preprocess.config import UsageError
 
-    try:
+    try:  # flags that cannot work are usage errors too, found before any input is read
         weights = parse_weights(args.blend_weights)
         config = PreprocessConfig(
             input=args.input,
@@ -181,8 +182,13 @@ def main(argv: list[str] | None = None) -> int:
             keep_shards=args.keep_shards,
             progress=not args.no_progress,
         )
+    except ValueError as error:
+        parser.error(str(error))
+    try:
         summary = run_preprocess(config)
-    except ValueError as error:  # bad flags, tokenizer files, inputs, or --strict's first record
+    except UsageError as error:  # --input naming nothing, --append-eod without an EOD token
+        parser.error(str(error))
+    except ValueError as error:  # bad inputs, or --strict's first bad record
         print(f"hope-preprocess: error: {error}", file=sys.stderr)
         return 1
     for line in summary.lines():

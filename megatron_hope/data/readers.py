@@ -33,11 +33,14 @@ from pathlib import Path
 try:  # 3-10x faster than json on RedPajama lines; the stdlib parser is the fallback
     import orjson
 
-    _JSON_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError, ValueError)
+    # RecursionError: the stdlib parser's answer to deeply nested JSON (orjson's is a
+    # JSONDecodeError past 1024 levels).
+    _JSON_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError, ValueError,
+                                                 RecursionError)
     _loads = orjson.loads
 except ImportError:  # pragma: no cover - orjson is optional
     orjson = None
-    _JSON_ERRORS = (ValueError,)
+    _JSON_ERRORS = (ValueError, RecursionError)
 
     def _loads(line: bytes):
         return json.loads(line.decode("utf-8"))
@@ -45,6 +48,9 @@ except ImportError:  # pragma: no cover - orjson is optional
 
 CHUNK_BYTES = 1 << 20
 """Bytes read from disk per step: large enough for C-speed decompression, small for memory."""
+
+UTF8_BOM = b"\xef\xbb\xbf"
+"""The UTF-8 signature some editors put at the start of a file: not part of the JSON."""
 
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd", ".json.gz")
 """File names a directory `--input` picks up."""
@@ -110,6 +116,21 @@ class BadRecord:
         return f"{self.path}:{self.line}: {self.message}"
 
 
+class InputFileError(ValueError):
+    """An input file that cannot be read (gone, a directory, an I/O error); the message starts
+    with the file's path. One str argument, so that it crosses from a worker process intact."""
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError while reading `path` into an `InputFileError` naming it."""
+    try:
+        yield
+    except OSError as error:
+        raise InputFileError(f"{path}: cannot read it ({error.strerror or error}); did it "
+                             "move or change while hope-preprocess ran?") from None
+
+
 class BadRecordError(ValueError):
     """Raised for the first bad record when reading strictly; the message starts with file:line."""
 
@@ -149,7 +170,7 @@ def subset_from_meta(record: dict) -> str | None:
     if isinstance(meta, str):  # some RedPajama-1T dumps store meta as a JSON string
         try:
             meta = json.loads(meta)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
             return None
     if not isinstance(meta, dict):
         return None
@@ -158,6 +179,10 @@ def subset_from_meta(record: dict) -> str | None:
         if isinstance(value, str) and normalize_subset(value):
             return normalize_subset(value)
     return None
+
+
+class NoInputError(ValueError):
+    """`--input` names nothing that exists, or no input file."""
 
 
 def discover_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -182,10 +207,11 @@ def discover_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> 
         else:
             matches = [Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file()]
             if not matches:
-                raise ValueError(f"--input {item!r}: no such file, directory or matching glob")
+                raise NoInputError(
+                    f"--input {item!r}: no such file, directory or matching glob")
             found.update(matches)
     if not found:
-        raise ValueError(
+        raise NoInputError(
             f"--input {' '.join(map(str, inputs))}: no input files "
             f"(a directory is searched for {', '.join(INPUT_SUFFIXES)})"
         )
@@ -244,7 +270,7 @@ def iter_blocks(
     decompressor = make() if make else None
     fed = False  # whether the current decompressor has been given input
     remaining = None if end is None else end - start
-    with open(path, "rb", buffering=0) as raw:
+    with reading(path), open(path, "rb", buffering=0) as raw:
         raw.seek(start)
         while chunk := raw.read(CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining)):
             if remaining is not None:
@@ -278,13 +304,20 @@ def iter_raw_lines(
     Raises `TruncatedStreamError` after yielding every complete line when the stream is cut short
     or corrupt (the partial last line is not yielded: it is what the cut left, not a record).
     """
-    pending = b""
+    # The unfinished line's pieces are joined once its end arrives: joining them block by
+    # block would copy a line of n blocks n times (minutes for a 200 MB line).
+    pending: list[bytes] = []
     for block in iter_blocks(path, progress, start, end):
-        lines = (pending + block).split(b"\n")
-        pending = lines.pop()
+        if b"\n" not in block:
+            pending.append(block)
+            continue
+        lines = block.split(b"\n")
+        if pending:
+            lines[0] = b"".join([*pending, lines[0]])
+        pending = [lines.pop()]
         yield from lines
-    if pending:
-        yield pending
+    if pending and any(pending):
+        yield b"".join(pending)
 
 
 def iter_line_chunks(path: str | os.PathLike, min_bytes: int, progress=None) -> Iterator[bytes]:
@@ -384,6 +417,8 @@ def parse_records(
     where = str(path)
     lookup = [V2_TEXT_KEY if is_v2_documents(path) and key == "text" else key for key in json_keys]
     for line_number, line in enumerate(lines, start=first_line):
+        if line.startswith(UTF8_BOM):  # a file's signature, or a BOM'd file concatenated in
+            line = line[len(UTF8_BOM):]
         if not line.strip():
             continue
         try:

@@ -29,6 +29,7 @@ warnings.filterwarnings("ignore", message=r".*(Apex is|Apex are|Engine and Apex 
 
 from megatron_hope.data.tokenizer_args import TokenizerArgs, add_tokenizer_arguments  # noqa: E402
 from megatron_hope.eval.common import parse_float_list, parse_int_list  # noqa: E402
+from megatron_hope.flag_checks import check_range, flag  # noqa: E402
 
 SUBCOMMANDS = ("ppl-vs-length", "copy", "fewshot", "needle", "passkey", "attention",
                "vaf-over-training", "report")
@@ -118,6 +119,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_SEED = 2**32 - 1
+"""Seeds are mixed with lengths (`seed * 1000003 + length`) into torch generator seeds, which
+overflow past 64 bits; 32 bits, as hope-pretrain's --seed, leaves room."""
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """The numeric flags and --output-dir, before any (slow) model load; ValueError names the
+    flag at fault."""
+    from pathlib import Path
+
+    output = Path(args.output_dir)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output-dir {output} exists and is not a directory")
+    if args.command == "report":
+        return
+    at_least = {"samples": 1, "batch_size": 1, "train_length": 1, "iteration": 0,
+                "last_tokens": 1, "shots": 0}
+    for name, low in at_least.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise ValueError(f"{flag(name)} {value} must be at least {low}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed {args.seed} must lie in [0, {MAX_SEED}]")
+    check_range("max_extrapolation", args.max_extrapolation, 0.0, low_included=False)
+
+
 def _run(args: argparse.Namespace) -> list:
     from pathlib import Path
 
@@ -125,12 +152,11 @@ def _run(args: argparse.Namespace) -> list:
     from megatron_hope.eval.scorers import load_scorer
     from megatron_hope.rope.scaling import parse_rope_scaling
 
+    check_numbers(args)
     if args.command == "report":
         return [report.build_report(args.runs, args.output_dir)]
     scaling = parse_rope_scaling(args.rope_scaling)
     lengths = parse_int_list(args.lengths, "--lengths")
-    if args.samples is not None and args.samples <= 0:
-        raise ValueError(f"--samples {args.samples} must be positive")
     # Validate local inputs before the (slow) model load.
     fewshot_tasks = None
     if args.command == "fewshot":
@@ -145,6 +171,8 @@ def _run(args: argparse.Namespace) -> list:
         raise ValueError(f"--data {args.data}: no such file or dataset prefix")
     counts = parse_int_list(getattr(args, "counts", None), "--counts")
     depths = parse_float_list(getattr(args, "depths", None), "--depths")
+    if depths is not None and not all(0 <= depth <= 1 for depth in depths):  # NaN fails too
+        raise ValueError(f"--depths {args.depths!r}: every depth is a fraction in [0, 1]")
     if args.command == "vaf-over-training":
         return _vaf_over_training(args, scaling, lengths)
     scorer = load_scorer(load=args.load, hf_model=args.hf_model, scaling=scaling,

@@ -157,13 +157,13 @@ def collect(run_dirs: list[str | Path]) -> dict[str, list[dict]]:
     """All result files under `run_dirs`, grouped by task (sorted by label for stable tables)."""
     found: dict[str, list[dict]] = {task: [] for task in TASKS}
     for run_dir in run_dirs:
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise ValueError(f"report: {run_dir} is not a directory of hope-eval results")
-        for path in sorted(run_dir.rglob("*.json")):
-            try:
+        # "" would be the working directory: a run directory is never meant that way.
+        if not str(run_dir).strip() or not Path(run_dir).is_dir():
+            raise ValueError(f"report: {str(run_dir)!r} is not a directory of hope-eval results")
+        for path in sorted(Path(run_dir).rglob("*.json")):
+            try:  # other JSON files, unreadable ones included, are not results: skipped
                 payload = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
+            except (OSError, ValueError):
                 continue
             if isinstance(payload, dict) and payload.get("task") in found:
                 payload["path"] = str(path)

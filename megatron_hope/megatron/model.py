@@ -20,6 +20,7 @@ from megatron.core.models.gpt.gpt_layer_specs import (
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from megatron_hope.flag_checks import check_range
 from megatron_hope.megatron.no_rope import parse_no_rope_freq
 from megatron_hope.megatron.rotary import HopeRotaryEmbedding
 from megatron_hope.rope.config import PositionEncodingConfig
@@ -94,6 +95,15 @@ class ModelArchitecture:
             value = getattr(self, name)
             if value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        # Given explicitly, these must be positive too (None: derived from the sizes above).
+        for name in ("ffn_hidden_size", "num_query_groups", "kv_channels",
+                     "max_position_embeddings"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        check_range("init_method_std", self.init_method_std, 0.0)
+        for name in ("hidden_dropout", "attention_dropout"):
+            check_range(name, getattr(self, name), 0.0, 1.0, high_included=True)
         if self.hidden_size % self.num_attention_heads and self.kv_channels is None:
             raise ValueError(
                 f"--hidden-size ({self.hidden_size}) is not divisible by --num-attention-heads "
@@ -153,6 +163,18 @@ class ModelArchitecture:
                 f"--max-position-embeddings ({self.max_positions}) is below --seq-length "
                 f"({self.seq_length}); raise it"
             )
+
+    def weight_shape_settings(self) -> dict[str, object]:
+        """The settings that fix the shapes of the weights, resolved (defaults applied): two
+        architectures whose settings differ here cannot load each other's checkpoints."""
+        return {
+            "num_layers": self.num_layers, "hidden_size": self.hidden_size,
+            "num_attention_heads": self.num_attention_heads,
+            "num_query_groups": self.query_groups, "kv_channels": self.head_dim,
+            "ffn_hidden_size": self.ffn_size, "swiglu": self.swiglu,
+            "normalization": self.normalization, "add_bias_linear": self.add_bias_linear,
+            "untie_embeddings_and_output_weights": self.untie_embeddings_and_output_weights,
+        }
 
     @property
     def head_dim(self) -> int:

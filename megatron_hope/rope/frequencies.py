@@ -21,6 +21,9 @@ import torch
 POSITION_ENCODING_TYPES = ("hope", "rope", "p-rope", "none", "ab1", "ab2", "ab3")
 """Values of `--position-embedding-type` that this package implements."""
 
+MAX_KV_CHANNELS = 1 << 16
+"""The largest head dimension accepted; real models use 64-256."""
+
 
 class PairBand(str, Enum):
     """Where a RoPE pair's frequency falls relative to the training length L (paper 3.3.2)."""
@@ -89,9 +92,17 @@ def _validate_geometry(kv_channels: int, rotary_base: float) -> None:
             f"kv_channels ({kv_channels}) must be a positive even number: RoPE rotates pairs of "
             "dimensions; set --kv-channels or --hidden-size/--num-attention-heads accordingly"
         )
-    if not rotary_base > 1.0:
+    # The frequency vector is materialised: a typo such as 2**63 would allocate exabytes.
+    if kv_channels > MAX_KV_CHANNELS:
         raise ValueError(
-            f"--rotary-base ({rotary_base}) must be greater than 1; the usual is 10000"
+            f"kv_channels ({kv_channels}) is above {MAX_KV_CHANNELS}, far beyond any real head "
+            "dimension (64-256); set --kv-channels or --hidden-size/--num-attention-heads "
+            "accordingly"
+        )
+    if not 1.0 < rotary_base < math.inf:
+        raise ValueError(
+            f"--rotary-base ({rotary_base}) must be a finite number greater than 1; the usual "
+            "is 10000"
         )
 
 

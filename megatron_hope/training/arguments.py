@@ -173,7 +173,8 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         raise ValueError("--num-query-groups needs --group-query-attention")
     if args.group_query_attention and args.num_query_groups is None:
         raise ValueError("--group-query-attention needs --num-query-groups")
-    head_dim = args.kv_channels or args.hidden_size // max(1, args.num_attention_heads)
+    head_dim = (args.kv_channels if args.kv_channels is not None
+                else args.hidden_size // max(1, args.num_attention_heads))
     encoding = PositionEncodingConfig(
         position_embedding_type=args.position_embedding_type,
         kv_channels=head_dim,

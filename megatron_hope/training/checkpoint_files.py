@@ -184,7 +184,9 @@ def read_tracker(load_dir: str | Path) -> int:
             f"--load {load_dir}: no {TRACKER_FILENAME}; is it a directory written by "
             "hope-pretrain --save (an interrupted first save leaves none)?"
         )
-    text = tracker.read_text().strip()
+    # Replaced, not strict: binary garbage is reported with the file's name, not as a codec
+    # error that names nothing.
+    text = tracker.read_bytes()[:200].decode("utf-8", errors="replace").strip()
     try:
         return int(text)
     except ValueError:

@@ -48,7 +48,7 @@ from megatron_hope.training.checkpoint_files import (  # noqa: F401 (re-exported
     read_tracker,
     resolve_load_iteration,
 )
-from megatron_hope.training.run_metadata import RUN_METADATA_FILENAME, RunMetadata  # noqa: F401
+from megatron_hope.training.run_metadata import RUN_METADATA_FILENAME, RunMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,61 @@ def read_run_metadata(load_dir: str | Path, iteration: int | None = None) -> dic
     if iteration is None:
         iteration = read_tracker(load_dir)
     return RunMetadata.read(checkpoint_dir(load_dir, iteration)).to_dict()
+
+
+def saved_architecture(metadata: dict[str, Any], directory: Path) -> ModelArchitecture:
+    """The model `hope_run.json` describes; ValueError naming the file if it cannot be one."""
+    from megatron_hope.training.model_loading import arch_from_metadata
+
+    try:
+        return arch_from_metadata(metadata, transformer_impl="local", fp8_format=None,
+                                  apply_rope_fusion=False)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{directory / RUN_METADATA_FILENAME}: unusable settings "
+                         f"({type(error).__name__}: {error})") from None
+
+
+def check_stored_shapes(model_state: dict[str, Any], directory: Path, built_from: str) -> None:
+    """Every model tensor of `model_state` (a sharded state dict) is in the checkpoint with the
+    same global shape; else a ValueError naming the tensor, both shapes and `built_from` (what
+    the model was built from: the run's flags, or the checkpoint's hope_run.json). Without
+    this, a mismatch surfaces deep inside torch's checkpoint reader."""
+    from megatron.core.dist_checkpointing import ShardedTensor
+    from megatron.core.dist_checkpointing.dict_utils import nested_values
+
+    try:
+        stored = dist_checkpointing.load_tensors_metadata(str(directory))
+    except Exception as error:  # megatron-core raises several types for unreadable metadata
+        raise ValueError(f"{directory}: not a readable dist_checkpointing checkpoint "
+                         f"({type(error).__name__}: {error})") from None
+    for tensor in nested_values(model_state):
+        if not isinstance(tensor, ShardedTensor):
+            continue
+        saved = stored.get(tensor.key)
+        if saved is None:
+            raise ValueError(f"{directory} has no tensor {tensor.key}, which {built_from} "
+                             "imply: the checkpoint is of another model")
+        if tuple(saved.global_shape) != tuple(tensor.global_shape):
+            raise ValueError(f"{directory}: {tensor.key} has shape {list(saved.global_shape)}, "
+                             f"{built_from} imply {list(tensor.global_shape)}: the checkpoint "
+                             "is of another model")
+
+
+def load_sharded(sharded: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """`dist_checkpointing.load`, with the failures of a damaged checkpoint as a ValueError
+    naming it. torch's `CheckpointException` derives from BaseException, so it would escape
+    every `except Exception` above us as a traceback."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    problem = checkpoint_files.dcp_problem(directory)
+    if problem is not None:
+        raise ValueError(problem)
+    try:
+        return dist_checkpointing.load(sharded, str(directory))
+    except (Exception, CheckpointException) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(f"{directory}: cannot load the checkpoint ({type(error).__name__}: "
+                         f"{first_line})") from error
 
 
 def run_metadata(
@@ -318,6 +373,7 @@ def load_checkpoint(
 
     sharded = _model_sharded_state_dict(model_chunks)
     model_state = sharded["model"] if len(model_chunks) == 1 else sharded
+    check_stored_shapes(model_state, directory, "this run's model flags")
     if load_optimizer and optimizer is not None:
         content = dist_checkpointing.load_content_metadata(str(directory)) or OPTIMIZER_SHARDING
         _initialize_empty_adam_state(optimizer)
@@ -326,7 +382,7 @@ def load_checkpoint(
         )
     if load_rng:
         sharded["rng_state"] = _rng_sharded_object(None)
-    loaded = dist_checkpointing.load(sharded, str(directory))
+    loaded = load_sharded(sharded, directory)
 
     if len(model_chunks) == 1:
         model_chunks[0].load_state_dict(loaded["model"])

@@ -7,10 +7,13 @@ messages can name the flag to change.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from megatron_hope.flag_checks import check_range, flag
 from megatron_hope.megatron.model import ModelArchitecture
 from megatron_hope.training.feature_checks import check_features
 
@@ -22,9 +25,39 @@ DEFAULT_RUN_DIR = Path("runs") / "hope-default"
 """Where the embedded default run (no --data-path) keeps its data, checkpoints and logs."""
 
 
-def flag(name: str) -> str:
-    """The command-line flag of a config field: `micro_batch_size` -> `--micro-batch-size`."""
-    return "--" + name.replace("_", "-")
+MAX_SEED = 2**32 - 1
+"""numpy's `np.random.seed` takes nothing larger (Megatron-LM seeds numpy, torch and random)."""
+
+NUMBER_RANGES = {
+    # field: (low, high, low_included); None: unbounded; the high bound is excluded.
+    "lr": (0.0, None, True),
+    "weight_decay": (0.0, None, True),
+    "adam_beta1": (0.0, 1.0, True),
+    "adam_beta2": (0.0, 1.0, True),
+    "adam_eps": (0.0, None, False),
+    "clip_grad": (0.0, None, True),
+}
+"""Ranges of the optimizer flags, as torch's Adam checks them when it is built (after the model,
+with a message that names no flag)."""
+
+
+def split_weights(split: str) -> list[float]:
+    """`--split 969,30,1` (or 90/5/5): the train, validation and test weights, read as
+    megatron-core's `parse_and_normalize_split` reads them, which fails obscurely (a division by
+    zero, an assert) on text without numbers or with more than three."""
+    parts = re.findall(r"[.0-9]+", split)
+    try:
+        weights = [float(part) for part in parts]
+    except ValueError:
+        weights = []
+    if not weights or len(weights) > 3 or not sum(weights) > 0 or not all(
+        math.isfinite(weight) for weight in weights
+    ):
+        raise ValueError(
+            f"--split {split!r}: expected up to three non-negative train,validation,test "
+            "weights with a positive sum, such as 969,30,1"
+        )
+    return weights
 
 
 @dataclass(frozen=True)
@@ -201,6 +234,15 @@ class PretrainConfig:
         if self.exit_signal not in EXIT_SIGNALS:
             raise ValueError(
                 f"--exit-signal {self.exit_signal!r} is not one of {', '.join(EXIT_SIGNALS)}")
+        for name in ("global_batch_size", "lr_decay_iters", "exit_interval"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{flag(name)} must be at least 1, got {value}")
+        if self.seed > MAX_SEED:
+            raise ValueError(f"--seed ({self.seed}) must lie in [0, {MAX_SEED}]")
+        for name, bounds in NUMBER_RANGES.items():
+            check_range(name, getattr(self, name), *bounds)
+        split_weights(self.split)
         if self.lr_decay_style not in LR_DECAY_STYLES:
             raise ValueError(
                 f"--lr-decay-style {self.lr_decay_style!r} is not one of "
@@ -240,6 +282,10 @@ class PretrainConfig:
                 raise ValueError("--keep-last-checkpoints needs --save DIR, the checkpoints "
                                  "it prunes")
         check_features(self)
+        for name in ("save", "load", "tensorboard_dir", "data_cache_path"):
+            path = getattr(self, name)
+            if path is not None and os.path.exists(path) and not os.path.isdir(path):
+                raise ValueError(f"{flag(name)} {path} exists and is not a directory")
         if self.data_path is not None:
             self._validate_data()
 

@@ -228,6 +228,29 @@ def get_batch(data_iterator: Iterable | Iterator) -> dict[str, torch.Tensor]:
     return batch
 
 
+INDEX_BYTES_PER_SAMPLE = 24
+"""What megatron-core's GPTDataset indexes hold per sample once they need 64-bit entries: a
+(document, offset) pair in the sample index and an entry of the shuffle index."""
+
+
+def check_indexes_fit(sizes: DatasetSizes, host_bytes: int | None = None) -> None:
+    """ValueError naming the flags when the sample indexes of `sizes` cannot fit in this host's
+    memory: megatron-core would otherwise spend hours (a typo such as --eval-iters 10**30)
+    building them before running out of memory."""
+    if host_bytes is None:
+        import psutil
+
+        host_bytes = psutil.virtual_memory().total
+    for name, samples, flags in (("train", sizes.train, "--train-iters"),
+                                 ("validation", sizes.validation, "--eval-iters")):
+        if samples * INDEX_BYTES_PER_SAMPLE > host_bytes:
+            raise ValueError(
+                f"{flags} x --global-batch-size asks the {name} split for {samples:.3g} samples, "
+                f"whose indexes alone need more than this host's {host_bytes / 2**30:.3g} GiB; "
+                f"lower {flags}"
+            )
+
+
 def build_train_and_validation(config, global_batch_size: int, tokenizer):
     """The train and validation datasets of a `PretrainConfig` (rank 0 builds the indexes first)."""
     gbs = global_batch_size
@@ -237,6 +260,7 @@ def build_train_and_validation(config, global_batch_size: int, tokenizer):
         validation=config.eval_iters * gbs if evaluations else 0,
         test=0,
     )
+    check_indexes_fit(sizes)
     packing = DocumentPacking(config.reset_position_ids, config.reset_attention_mask,
                               config.eod_mask_loss)
 

@@ -204,3 +204,40 @@ def estimate_for(config: PretrainConfig, world_size: int, padded_vocab_size: int
         formula=megatron_core_formula(),
     ) | overrides
     return theoretical_memory(arch, **arguments)
+
+
+def device_memory_bytes() -> int:
+    """Total memory of this rank's device: the GPU's, or the host's under the CPU shim."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    import psutil
+
+    return psutil.virtual_memory().total
+
+
+def check_weights_fit(arch: ModelArchitecture, padded_vocab_size: int,
+                      tensor_model_parallel_size: int, pipeline_model_parallel_size: int,
+                      device_bytes: int | None = None) -> None:
+    """ValueError naming the size flags when the most loaded rank's weights alone (2 bytes per
+    parameter with --bf16, else 4; no gradient, no optimizer state: a bound no run gets under)
+    exceed the device's memory. A typo such as --ffn-hidden-size 10**30 then stops here with
+    the flags to fix, not in torch's allocator with an overflow or out-of-memory traceback."""
+    per_parameter = 18  # what weight_and_optimizer_bytes charges without the distributed optimizer
+    parameters = weight_and_optimizer_bytes(
+        arch, padded_vocab_size, tensor_model_parallel_size, pipeline_model_parallel_size,
+        data_parallel_size=1, use_distributed_optimizer=False,
+    ) / per_parameter
+    weight_bytes = parameters * (2 if arch.bf16 else 4)
+    device_bytes = device_memory_bytes() if device_bytes is None else device_bytes
+    if weight_bytes > device_bytes:
+        raise ValueError(
+            f"the model's weights alone need {weight_bytes / 2**30:.3g} GiB on the most loaded "
+            f"rank (--num-layers {arch.num_layers}, --hidden-size {arch.hidden_size}, "
+            f"--ffn-hidden-size {arch.ffn_size}, --num-attention-heads "
+            f"{arch.num_attention_heads}, --kv-channels {arch.head_dim}, padded vocabulary "
+            f"{padded_vocab_size}), more than this device's {device_bytes / 2**30:.3g} GiB; "
+            "shrink the model or split it with --tensor-model-parallel-size / "
+            "--pipeline-model-parallel-size"
+        )

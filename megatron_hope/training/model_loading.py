@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from megatron.core import dist_checkpointing, parallel_state
+from megatron.core import parallel_state
 
 from megatron_hope.megatron.model import (
     HopeGPTModel,
@@ -27,7 +27,7 @@ from megatron_hope.megatron.model import (
     build_transformer_config,
 )
 from megatron_hope.rope.config import PositionEncodingConfig
-from megatron_hope.training import checkpointing
+from megatron_hope.training import checkpoint_files, checkpointing
 from megatron_hope.training.distributed import initialize_distributed, set_random_seed
 
 
@@ -95,14 +95,19 @@ def load_model_from_checkpoint(
         raise ValueError("load_model_from_checkpoint builds the whole model on one rank: "
                          "initialise megatron-core with TP=1 and PP=1")
     set_random_seed(seed)  # megatron's attention forks the model-parallel RNG even in eval
-    arch = arch_from_metadata(metadata, transformer_impl=transformer_impl,
-                              fp8_format=None, apply_rope_fusion=False)
+    problem = checkpoint_files.dcp_problem(directory)  # before building a model for nothing
+    if problem is not None:
+        raise ValueError(problem)
+    arch = dataclasses.replace(checkpointing.saved_architecture(metadata, directory),
+                               transformer_impl=transformer_impl)
     config = build_transformer_config(arch)
     model = build_model(arch, config, vocab_size=metadata["padded_vocab_size"],
                         seq_len_interpolation_factor=seq_len_interpolation_factor)
     model.cuda(torch.cuda.current_device())  # as Megatron-LM's get_model
     sharded = {"model": model.sharded_state_dict()}
-    loaded = dist_checkpointing.load(sharded, str(directory))
+    checkpointing.check_stored_shapes(sharded["model"], directory,
+                                      f"the settings in {directory / 'hope_run.json'}")
+    loaded = checkpointing.load_sharded(sharded, directory)
     model.load_state_dict(loaded["model"])
     model.eval()
     return LoadedModel(model, arch, metadata, iteration, directory)

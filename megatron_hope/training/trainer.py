@@ -25,7 +25,7 @@ from megatron_hope.megatron.model import (
 )
 from megatron_hope.training import checkpointing, numerics
 from megatron_hope.training.async_save import AsyncCheckpointQueue
-from megatron_hope.training.config import PretrainConfig
+from megatron_hope.training.config import PretrainConfig, flag
 from megatron_hope.training.data import build_data_loader
 from megatron_hope.training.megatron_configs import (
     ddp_config,
@@ -34,6 +34,7 @@ from megatron_hope.training.megatron_configs import (
     transformer_overrides,
     wire_overlap,
 )
+from megatron_hope.training.memory import check_weights_fit
 from megatron_hope.training.run_metadata import canonical_encoding, canonical_encoding_dict
 from megatron_hope.training.step import LOSS_KEY, forward_step, mean_loss
 
@@ -70,6 +71,8 @@ class Trainer:
             config.tensor_model_parallel_size,
             checkpoint_padded_size=_saved_padded_vocab_size(config.load, self.load_iteration),
         )
+        check_weights_fit(arch, self.padded_vocab_size, config.tensor_model_parallel_size,
+                          config.pipeline_model_parallel_size)
         self.model = self._build_model_chunks()
         self.optimizer = get_megatron_optimizer(optimizer_config(config), self.model)
         gbs = self.global_batch_size
@@ -163,6 +166,16 @@ class Trainer:
             logger.warning("--load %s holds no checkpoint yet: starting from scratch", load_dir)
             return False
         metadata = checkpointing.read_run_metadata(load_dir, self.load_iteration)
+        directory = checkpointing.checkpoint_dir(load_dir, self.load_iteration)
+        saved_shapes = checkpointing.saved_architecture(metadata, directory).weight_shape_settings()
+        ours = self.arch.weight_shape_settings()
+        if saved_shapes != ours:
+            differences = ", ".join(_setting_change(name, saved_shapes[name], ours[name])
+                                    for name in ours if saved_shapes[name] != ours[name])
+            raise ValueError(
+                f"--load {load_dir}: {directory / checkpointing.RUN_METADATA_FILENAME} describes "
+                f"another model ({differences}); pass the model flags it was trained with"
+            )
         saved = metadata.get("position_encoding")
         saved = canonical_encoding_dict(saved) if saved is not None else None
         current = canonical_encoding(self.arch.position_encoding).to_dict()
@@ -230,6 +243,13 @@ class Trainer:
         for chunk in self.model:
             chunk.train()
         return mean_loss(collected)
+
+
+def _setting_change(name: str, there, here) -> str:
+    """`--num-layers 3 there, 2 here`, by the flag that sets it."""
+    if name == "add_bias_linear":  # set by --disable-bias-linear
+        return f"--disable-bias-linear {not there} there, {not here} here"
+    return f"{flag(name)} {there} there, {here} here"
 
 
 def _saved_padded_vocab_size(load_dir: str | None, iteration: int | None) -> int | None:

@@ -33,6 +33,11 @@ NO_SUBSET = "other"
 """The subset of files outside RedPajama's layout when other files have one."""
 
 
+class UsageError(ValueError):
+    """A flag, or a combination of flags, that cannot work (`hope-preprocess` exits with 2, as
+    for argparse's own errors); other ValueErrors are about the input's content (exit 1)."""
+
+
 @dataclass
 class PreprocessConfig:
     """What `hope-preprocess` does; the fields are Megatron-LM's `preprocess_data.py` flags."""
@@ -91,14 +96,17 @@ class PreprocessConfig:
         if isinstance(self.input, (str, os.PathLike)):
             self.input = [str(self.input)]
         self.json_keys = tuple(self.json_keys)
+        if not str(self.output_prefix).strip():
+            raise UsageError("--output-prefix is empty; give a path prefix such as "
+                             "/data/rp/redpajama")
         if not self.json_keys:
-            raise ValueError("--json-keys: give at least one key (e.g. text)")
+            raise UsageError("--json-keys: give at least one key (e.g. text)")
         for name in ("workers", "partitions", "log_interval", "range_bytes"):
             if getattr(self, name) < 1:
                 flag = name.replace("_", "-")
-                raise ValueError(f"--{flag} ({getattr(self, name)}) must be at least 1")
+                raise UsageError(f"--{flag} ({getattr(self, name)}) must be at least 1")
         if not 0 <= self.task_index < self.num_tasks:
-            raise ValueError(
+            raise UsageError(
                 f"--task-index ({self.task_index}) must be in [0, --num-tasks "
                 f"({self.num_tasks})); under Slurm use $SLURM_ARRAY_TASK_ID and the array's "
                 f"size (examples/slurm_preprocess: NUM_TASKS)"

@@ -120,10 +120,11 @@ def line_ranges(path: str | os.PathLike, partitions: int, range_bytes: int) -> l
     """`[start, end)` byte ranges covering the file, each ending at a line end (or the file's
     end): at least `partitions` of them and none much over `range_bytes`, unless lines are
     longer than that."""
-    size = os.path.getsize(path)
+    with readers.reading(path):
+        size = os.path.getsize(path)
     count = max(partitions, -(-size // range_bytes), 1)
     cuts = [0]
-    with open(path, "rb") as stream:
+    with readers.reading(path), open(path, "rb") as stream:
         for k in range(1, count):
             cut = _line_start_at_or_after(stream, k * size // count)
             if cuts[-1] < cut < size:
@@ -151,7 +152,7 @@ def count_lines(path: str, end: int, start: int = 0) -> int:
     (relative to `start`). About 1 s per 5 GB from the page cache."""
     lines = 0
     remaining = end - start
-    with open(path, "rb", buffering=0) as stream:
+    with readers.reading(path), open(path, "rb", buffering=0) as stream:
         stream.seek(start)
         while remaining > 0 and (block := stream.read(min(16 << 20, remaining))):
             lines += block.count(b"\n")
@@ -164,7 +165,8 @@ def safe_name(text: str) -> str:
 
 
 def file_identity(path: str) -> dict:
-    stat = os.stat(path)
+    with readers.reading(path):
+        stat = os.stat(path)
     return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 

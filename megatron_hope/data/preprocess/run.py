@@ -21,6 +21,7 @@ from megatron_hope.data.preprocess.config import (
     PreprocessConfig,
     PreprocessSummary,
     Settings,
+    UsageError,
 )
 from megatron_hope.data.preprocess.plan import (
     InputFile,
@@ -43,8 +44,9 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessSummary:
     """Preprocess `config.input` into Megatron `.bin/.idx` outputs; see the package docstring.
 
     Raises:
-        ValueError: for bad flags or tokenizer files (before any work), and with `strict` for
-            the first bad record (`BadRecordError`, message `file:line: ...`).
+        UsageError: for bad flags, tokenizer files or `--input` paths (before any work).
+        ValueError: with `strict` for the first bad record (`BadRecordError`, message
+            `file:line: ...`).
     """
     from megatron_hope.data.backends import select_encoder
     from megatron_hope.data.tokenizer_args import TokenizerArgs
@@ -53,8 +55,12 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessSummary:
     tokenizer_args = TokenizerArgs.of(config)
     tokenizer = tokenizer_args.build()
     if config.append_eod and tokenizer.eod is None:
-        raise ValueError(f"--append-eod: {tokenizer!r} has no end-of-document token")
-    files = plan_files(config)
+        raise UsageError(f"--append-eod: {tokenizer!r} has no end-of-document token; name one "
+                         "with --eod-token")
+    try:
+        files = plan_files(config)
+    except readers.NoInputError as error:
+        raise UsageError(str(error)) from None
     dtype = numpy.dtype(optimal_dtype(tokenizer.vocab_size)).name
     splitter, punkt_hash = _sentence_splitter(config, files)
     settings = asdict(
@@ -114,8 +120,12 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessSummary:
     summary = PreprocessSummary(shards_reused=len(done))
 
     pending = pending_ranges or pending_streams
+    # Each cut to SAMPLE_BYTES: the reference encoder would take seconds and gigabytes on a
+    # single 200 MB document, and the check needs no more than the first characters.
     sample = (
-        sample_texts(files, config.json_keys, SAMPLE_DOCUMENTS, SAMPLE_BYTES) if pending else []
+        [text[:SAMPLE_BYTES]
+         for text in sample_texts(files, config.json_keys, SAMPLE_DOCUMENTS, SAMPLE_BYTES)]
+        if pending else []
     )
     encoder = select_encoder(tokenizer, sample, config.tokenizer_backend) if pending else None
     summary.backend = state["backend"] = encoder.name if encoder else "none (all shards reused)"

@@ -109,6 +109,11 @@ class ChunkStream:
                 self.chunks += 1
         except readers.TruncatedStreamError as error:
             self.skipped.append([first_line, "truncated_file", f"truncated file ({error})"])
+        if self.chunks == 0:
+            # Empty, or corrupt from its first bytes: one empty shard, as an empty plain file
+            # gets, so that the file still has its (empty) place in the merge.
+            yield Shard(self.file, 0), first_line, b""
+            self.chunks = 1
         self.lines = first_line - 1
 
     def layout(self, state: dict) -> dict:
