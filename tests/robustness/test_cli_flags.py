@@ -7,7 +7,7 @@ stops where the real work would start, at a stub that raises `ReachedWork`:
 
 | CLI | stops at (the first step of real work) |
 |---|---|
-| hope-pretrain | `initialize_distributed` (after the config and the tokenizer/data checks) |
+| hope-pretrain | `initialize_parallel_state` (after the config and the tokenizer/data checks) |
 | hope-pretrain, deep | `build_train_and_validation` (model, optimizer and schedule built) |
 | hope-convert | `ensure_single_process` (before the checkpoint is read) |
 | hope-preprocess | `schedule.encode_pending` (inputs planned, tokenizer backend chosen) |
@@ -45,7 +45,7 @@ def test_hope_pretrain_flags(fuzz_paths, scratch_cwd):
     valid = ["--data-path", fuzz_paths.valid["data_prefix"],
              "--tokenizer-model", fuzz_paths.valid["tokenizer"]]
     fuzz_cli(main, build_parser(), fuzz_paths, VALID_EXAMPLES, {None: valid},
-             {"megatron_hope.training.distributed.initialize_distributed": reach_work},
+             {"megatron_hope.training.loop.initialize_parallel_state": reach_work},
              max_examples=500)
 
 
