@@ -194,6 +194,8 @@ def run_metadata_from_args(args: argparse.Namespace) -> checkpointing.RunMetadat
         return None
     settings = {key: value for key, value in vars(args).items() if not key.startswith("_")}
     settings["trained_with"] = "megatron-lm pretrain()"
+    # Megatron-LM's NullTokenizer --vocab-size is `tokenizer_vocab_size` to our tools.
+    settings["tokenizer_vocab_size"] = getattr(args, "vocab_size", None)
     return checkpointing.run_metadata(
         arch, args.padded_vocab_size, args.tokenizer_type,
         getattr(args, "tokenizer_model", None), settings,
