@@ -157,7 +157,7 @@ def architecture_from_args(args: argparse.Namespace) -> ModelArchitecture | None
         num_layers=args.num_layers,
         hidden_size=args.hidden_size,
         num_attention_heads=args.num_attention_heads,
-        vocab_size=getattr(args, "vocab_size", None) or args.padded_vocab_size,
+        vocab_size=_tokenizer_vocab_size(args),
         seq_length=args.seq_length,
         ffn_hidden_size=args.ffn_hidden_size,
         num_query_groups=args.num_query_groups if args.group_query_attention else None,
@@ -178,6 +178,22 @@ def architecture_from_args(args: argparse.Namespace) -> ModelArchitecture | None
         apply_rope_fusion=False,  # a kernel choice of the run, not of the model: loads set it
         no_rope_freq=_no_rope_pattern(getattr(args, "no_rope_freq", None), args.num_layers),
     )
+
+
+def _tokenizer_vocab_size(args: argparse.Namespace) -> int:
+    """The tokenizer's vocabulary (logits beyond it are padding): Megatron-LM's tokenizer's,
+    which for NullTokenizer is not always `--vocab-size` (core_v0.16.1's has one more, its
+    EOD); our build of the same flags outside Megatron-LM's loop."""
+    try:
+        from megatron.training import get_tokenizer
+
+        return int(get_tokenizer().vocab_size)
+    except (ImportError, AssertionError):
+        from megatron_hope.data.tokenizer_args import TokenizerArgs
+
+        flags = argparse.Namespace(**{**vars(args),
+                                      "tokenizer_vocab_size": getattr(args, "vocab_size", None)})
+        return TokenizerArgs.of(flags).build().vocab_size
 
 
 def _no_rope_pattern(value, num_layers: int) -> tuple[int, ...] | None:

@@ -54,7 +54,8 @@ class RunMetadata:
     rotated_pairs: int
     arch: dict[str, Any]
     """`ModelArchitecture` fields except the position encoding; `ffn_hidden_size` resolved
-    (files written before 2026-11-30 may hold None: see `model_loading.arch_from_metadata`)."""
+    (files written before it was stored, until 2026-11-29, may hold None: see
+    `model_loading.arch_from_metadata`)."""
     padded_vocab_size: int
     tokenizer: dict[str, Any]
     """{"type": ..., "model": resolved path or None}."""
