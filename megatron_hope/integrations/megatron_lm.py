@@ -157,7 +157,7 @@ def architecture_from_args(args: argparse.Namespace) -> ModelArchitecture | None
         num_layers=args.num_layers,
         hidden_size=args.hidden_size,
         num_attention_heads=args.num_attention_heads,
-        vocab_size=getattr(args, "vocab_size", None) or args.padded_vocab_size,
+        vocab_size=_tokenizer_vocab_size(args),
         seq_length=args.seq_length,
         ffn_hidden_size=args.ffn_hidden_size,
         num_query_groups=args.num_query_groups if args.group_query_attention else None,
@@ -180,6 +180,22 @@ def architecture_from_args(args: argparse.Namespace) -> ModelArchitecture | None
     )
 
 
+def _tokenizer_vocab_size(args: argparse.Namespace) -> int:
+    """The tokenizer's vocabulary (logits beyond it are padding): Megatron-LM's tokenizer's,
+    which for NullTokenizer is not always `--vocab-size` (core_v0.16.1's has one more, its
+    EOD); our build of the same flags outside Megatron-LM's loop."""
+    try:
+        from megatron.training import get_tokenizer
+
+        return int(get_tokenizer().vocab_size)
+    except (ImportError, AssertionError):
+        from megatron_hope.data.tokenizer_args import TokenizerArgs
+
+        flags = argparse.Namespace(**{**vars(args),
+                                      "tokenizer_vocab_size": getattr(args, "vocab_size", None)})
+        return TokenizerArgs.of(flags).build().vocab_size
+
+
 def _no_rope_pattern(value, num_layers: int) -> tuple[int, ...] | None:
     """Megatron-LM's parsed --no-rope-freq (an int, or the list its expression gave)."""
     if isinstance(value, list):
@@ -194,6 +210,8 @@ def run_metadata_from_args(args: argparse.Namespace) -> checkpointing.RunMetadat
         return None
     settings = {key: value for key, value in vars(args).items() if not key.startswith("_")}
     settings["trained_with"] = "megatron-lm pretrain()"
+    # Megatron-LM's NullTokenizer --vocab-size is `tokenizer_vocab_size` to our tools.
+    settings["tokenizer_vocab_size"] = getattr(args, "vocab_size", None)
     return checkpointing.run_metadata(
         arch, args.padded_vocab_size, args.tokenizer_type,
         getattr(args, "tokenizer_model", None), settings,

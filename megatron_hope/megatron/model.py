@@ -51,7 +51,8 @@ class ModelArchitecture:
     seq_length: int = 256
     """--seq-length: the training length."""
     ffn_hidden_size: int | None = None
-    """--ffn-hidden-size; default 4 x hidden (or 8/3 x hidden rounded to 64 with --swiglu)."""
+    """--ffn-hidden-size; default 4 x hidden, or with --swiglu Megatron-LM's 8/3 x hidden rounded
+    down to a multiple of 64 (`megatron_lm_swiglu_ffn_size`)."""
     num_query_groups: int | None = None
     """--num-query-groups with --group-query-attention; None means multi-head attention."""
     kv_channels: int | None = None
@@ -158,6 +159,11 @@ class ModelArchitecture:
             # JSON metadata gives back a list; the pattern is validated as the flag's value.
             object.__setattr__(self, "no_rope_freq", parse_no_rope_freq(
                 repr(list(self.no_rope_freq)), self.num_layers))
+        if self.ffn_size < 1:
+            raise ValueError(
+                f"--swiglu at --hidden-size {self.hidden_size} gives Megatron-LM's default FFN "
+                f"size {self.ffn_size} (8/3 x hidden rounded down to 64); pass --ffn-hidden-size"
+            )
         if self.max_positions < self.seq_length:
             raise ValueError(
                 f"--max-position-embeddings ({self.max_positions}) is below --seq-length "
@@ -193,9 +199,15 @@ class ModelArchitecture:
         if self.ffn_hidden_size is not None:
             return self.ffn_hidden_size
         if self.swiglu:
-            # Llama's 8/3 * hidden rounded up to a multiple of 64 keeps the MLP cost of 4 * hidden.
-            return (int(8 * self.hidden_size / 3) + 63) // 64 * 64
+            return megatron_lm_swiglu_ffn_size(self.hidden_size)
         return 4 * self.hidden_size
+
+
+def megatron_lm_swiglu_ffn_size(hidden_size: int) -> int:
+    """Megatron-LM's `validate_args` default for --swiglu: two fc1 projections of 8/3 x hidden
+    keep the MLP's parameters near those of 4 x hidden; rounded DOWN to a multiple of 64 (its
+    exact expression, so the same flags build the same model in both loops)."""
+    return int((4 * hidden_size * 2 / 3) / 64) * 64
 
 
 def padded_vocab_size(

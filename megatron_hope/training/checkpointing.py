@@ -14,31 +14,33 @@ one with a warning (`--strict-load`: stops with the same message instead).
 
 Model weights are sharded tensors: a checkpoint saved at one TP/PP/DP layout loads at another.
 The regular optimizer's state reshards the same way. The distributed optimizer's state is saved
-in megatron-core's `dp_reshardable` form, which follows data-parallel changes only: its
-`fully_reshardable` form cannot restore torch Adam's state without apex/TE (megatron-core 0.16.1
-looks for a per-parameter `step` it never saved). A model-only load (`--no-load-optim`) covers
-the rest.
+in megatron-core's `dp_reshardable` form (Megatron-LM's default), which follows data-parallel
+changes only: its `fully_reshardable` form cannot restore torch Adam's state without apex/TE
+(megatron-core 0.16.1 and 0.19.2 copy a per-parameter `step` it never saved), and such a
+checkpoint is refused naming `--no-load-optim`. A model-only load covers the rest.
+
+The common state also carries what Megatron-LM's `load_checkpoint` reads beside the weights
+(`args`, `checkpoint_version`, its RNG layout: `megatron_lm_checkpoint`), so that either loop
+resumes the other's checkpoints.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import os
-import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
-from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core import dist_checkpointing, parallel_state
 
 from megatron_hope.megatron.model import ModelArchitecture
-from megatron_hope.training import checkpoint_files, checkpoint_retention
+from megatron_hope.training import checkpoint_files, checkpoint_retention, megatron_lm_checkpoint
 from megatron_hope.training.async_save import AsyncCheckpointQueue
 from megatron_hope.training.checkpoint_files import (  # noqa: F401 (re-exported)
     TRACKER_FILENAME,
@@ -131,44 +133,6 @@ def run_metadata(
     return RunMetadata.of(arch, padded_vocab_size, tokenizer_type, tokenizer_model, args)
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "random": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["random"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
-
-
-def _rng_sharded_object(state: dict[str, Any] | None) -> ShardedObject:
-    # One RNG state per (pipeline, tensor) rank; data-parallel replicas hold the same one.
-    return ShardedObject(
-        "rng_state",
-        state,
-        (
-            parallel_state.get_pipeline_model_parallel_world_size(),
-            parallel_state.get_tensor_model_parallel_world_size(),
-        ),
-        (
-            parallel_state.get_pipeline_model_parallel_rank(),
-            parallel_state.get_tensor_model_parallel_rank(),
-        ),
-        replica_id=parallel_state.get_data_parallel_rank(),
-    )
-
-
 def _torch_adams(optimizer):
     """The torch Adam/AdamW optimizers inside a (chained) megatron-core optimizer."""
     for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
@@ -177,7 +141,7 @@ def _torch_adams(optimizer):
             yield torch_optimizer
 
 
-def _initialize_empty_adam_state(optimizer) -> None:
+def initialize_empty_adam_state(optimizer) -> None:
     """Give a never-stepped torch Adam its per-parameter state before loading into it.
 
     Without apex/TE, megatron-core's DistributedOptimizer reads every parameter's `step` while
@@ -226,6 +190,37 @@ def _restore_adam_steps(optimizer, loaded_state: Any) -> None:
                 state["step"] = torch.tensor(step)
 
 
+def check_loadable_optimizer_form(load_dir, content: dict[str, Any], optimizer) -> None:
+    """Refuse, naming the way out, an optimizer state megatron-core cannot load here: the
+    distributed optimizer's `fully_reshardable` form (Megatron-LM's
+    --dist-ckpt-optim-fully-reshardable) into torch's Adam, i.e. without apex/TE. megatron-core
+    (0.16.1, 0.19.2) copies every entry of a parameter's Adam state from the checkpoint, `step`
+    included, which that form keeps in the param groups only (KeyError 'step')."""
+    if content.get("distrib_optim_sharding_type") == "fully_reshardable" and any(
+            True for _ in _torch_adams(optimizer)):
+        raise ValueError(
+            f"--load {load_dir}: its distributed optimizer state is in megatron-core's "
+            "fully_reshardable form (Megatron-LM's --dist-ckpt-optim-fully-reshardable), which "
+            "megatron-core cannot load into torch's Adam (no apex/Transformer Engine here); add "
+            "--no-load-optim to load the model weights only, or resume where TE or apex is "
+            "installed"
+        )
+
+
+def restore_adam_steps_from_param_groups(optimizer) -> None:
+    """After a distributed-optimizer load without apex/TE (Megatron-LM's loop on CPU): the saved
+    step is in torch Adam's param groups, its per-parameter `step` still what it was before
+    (see `_restore_adam_steps`)."""
+    for torch_optimizer in _torch_adams(optimizer):
+        for group in torch_optimizer.param_groups:
+            if group.get("step") is None:
+                continue
+            for param in group["params"]:
+                state = torch_optimizer.state.get(param)
+                if state and "step" in state:
+                    state["step"] = torch.tensor(float(group["step"]))
+
+
 def _model_sharded_state_dict(model_chunks) -> dict[str, Any]:
     if len(model_chunks) == 1:
         return {"model": model_chunks[0].sharded_state_dict()}
@@ -257,8 +252,12 @@ def save_checkpoint(
     run_metadata: RunMetadata,
     async_queue: AsyncCheckpointQueue | None = None,
     keep_last: int | None = None,
+    args: argparse.Namespace | None = None,
 ) -> Path:
     """Save on every rank; returns the final checkpoint directory.
+
+    `args` (`megatron_lm_checkpoint.checkpoint_args`) is the run's settings as Megatron-LM saves
+    them, so that its `load_checkpoint` resumes the checkpoint (data position included).
 
     `model_chunks` are the unwrapped megatron-core models (one per virtual stage). With
     `async_queue` (`--async-save`) the shards are written in the background and the checkpoint
@@ -289,7 +288,11 @@ def save_checkpoint(
     sharded["opt_param_scheduler"] = scheduler.state_dict() if scheduler is not None else None
     sharded["iteration"] = state.iteration
     sharded["consumed_train_samples"] = state.consumed_train_samples
-    sharded["rng_state"] = _rng_sharded_object(_rng_state())
+    sharded["checkpoint_version"] = megatron_lm_checkpoint.CHECKPOINT_VERSION
+    if args is not None:
+        sharded["args"] = args
+    sharded["rng_state"] = megatron_lm_checkpoint.rng_sharded_object(
+        [megatron_lm_checkpoint.rng_state()])
     metadata = run_metadata.at(state.iteration, state.consumed_train_samples, layout())
     publish = functools.partial(_publish, Path(save_dir), staging, final, state.iteration, metadata,
                                 keep_last)
@@ -376,12 +379,13 @@ def load_checkpoint(
     check_stored_shapes(model_state, directory, "this run's model flags")
     if load_optimizer and optimizer is not None:
         content = dist_checkpointing.load_content_metadata(str(directory)) or OPTIMIZER_SHARDING
-        _initialize_empty_adam_state(optimizer)
+        check_loadable_optimizer_form(load_dir, content, optimizer)
+        initialize_empty_adam_state(optimizer)
         sharded["optimizer"] = optimizer.sharded_state_dict(
             model_state, is_loading=True, metadata=content
         )
     if load_rng:
-        sharded["rng_state"] = _rng_sharded_object(None)
+        sharded["rng_state"] = megatron_lm_checkpoint.rng_sharded_object(None)
     loaded = load_sharded(sharded, directory)
 
     if len(model_chunks) == 1:
@@ -396,9 +400,9 @@ def load_checkpoint(
         if scheduler is not None and loaded.get("opt_param_scheduler") is not None:
             scheduler.load_state_dict(loaded["opt_param_scheduler"])
     if load_rng:
-        _set_rng_state(loaded["rng_state"])
+        megatron_lm_checkpoint.restore_rng_state(loaded["rng_state"])
     state = TrainingState(
         iteration=int(loaded["iteration"]),
-        consumed_train_samples=int(loaded["consumed_train_samples"]),
+        consumed_train_samples=megatron_lm_checkpoint.consumed_train_samples(loaded),
     )
     return state, metadata

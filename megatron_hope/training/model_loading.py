@@ -36,6 +36,10 @@ def arch_from_metadata(metadata: dict[str, Any], **overrides) -> ModelArchitectu
     known = {field.name for field in dataclasses.fields(ModelArchitecture)}
     values = {key: value for key, value in metadata["arch"].items() if key in known}
     values["position_encoding"] = PositionEncodingConfig.from_dict(metadata["position_encoding"])
+    if values.get("swiglu") and values.get("ffn_hidden_size") is None:
+        # Written before the size was stored resolved, when --swiglu's default rounded 8/3 x
+        # hidden UP to a multiple of 64 (now Megatron-LM's, rounded down).
+        values["ffn_hidden_size"] = (int(8 * values["hidden_size"] / 3) + 63) // 64 * 64
     values.update(overrides)
     return ModelArchitecture(**values)
 

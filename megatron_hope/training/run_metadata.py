@@ -53,7 +53,9 @@ class RunMetadata:
     inv_freq: list[float]
     rotated_pairs: int
     arch: dict[str, Any]
-    """`ModelArchitecture` fields except the position encoding."""
+    """`ModelArchitecture` fields except the position encoding; `ffn_hidden_size` resolved
+    (files written before it was stored, until 2026-11-29, may hold None: see
+    `model_loading.arch_from_metadata`)."""
     padded_vocab_size: int
     tokenizer: dict[str, Any]
     """{"type": ..., "model": resolved path or None}."""
@@ -83,7 +85,10 @@ class RunMetadata:
             position_encoding=encoding.to_dict(),
             inv_freq=encoding.inv_freq().tolist(),
             rotated_pairs=encoding.rotated_pairs,
-            arch={k: v for k, v in dataclasses.asdict(arch).items() if k != "position_encoding"},
+            arch={**{k: v for k, v in dataclasses.asdict(arch).items()
+                     if k != "position_encoding"},
+                  # Resolved: a default that changes cannot change a saved model's shape.
+                  "ffn_hidden_size": arch.ffn_size},
             padded_vocab_size=int(padded_vocab_size),
             tokenizer={"type": tokenizer_type,
                        "model": str(Path(tokenizer_model).resolve()) if tokenizer_model else None},

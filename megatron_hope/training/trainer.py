@@ -23,7 +23,7 @@ from megatron_hope.megatron.model import (
     build_transformer_config,
     padded_vocab_size,
 )
-from megatron_hope.training import checkpointing, numerics
+from megatron_hope.training import checkpointing, megatron_lm_checkpoint, numerics
 from megatron_hope.training.async_save import AsyncCheckpointQueue
 from megatron_hope.training.config import PretrainConfig, flag
 from megatron_hope.training.data import build_data_loader
@@ -154,6 +154,9 @@ class Trainer:
             self.config.save, self.state, [_unwrap(m) for m in self.model], self.optimizer,
             self.scheduler, self.run_metadata(), self.async_queue,
             keep_last=self.config.keep_last_checkpoints,
+            args=megatron_lm_checkpoint.checkpoint_args(
+                self.config, self.arch, self.padded_vocab_size, checkpointing.layout(),
+                self.state.iteration, self.state.consumed_train_samples),
         )
         return str(path)
 

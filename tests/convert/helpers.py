@@ -65,8 +65,11 @@ def export_many(rank, jobs):
 
     results, reference = {}, {}
     for name, options in jobs.items():
+        options = dict(options)
+        tokens = options.pop("tokens", None)  # a run without text (NullTokenizer) passes ids
         result = export_checkpoint(ExportOptions(**options, progress=False))
-        tokens = verification_tokens(result.save_dir / "tokenizer.json", SEQ_LENGTH)
+        if tokens is None:
+            tokens = verification_tokens(result.save_dir / "tokenizer.json", SEQ_LENGTH)
         if options["load_dir"] not in reference:
             reference[options["load_dir"]] = load_model_from_checkpoint(
                 options["load_dir"]).logits(tokens).cpu()

@@ -42,11 +42,12 @@ def test_mcore_hf_mcore_returns_identical_tensors(checkpoints, tmp_path, ckpt, t
 
 @pytest.fixture(scope="module")
 def plain_llama(data, tmp_path_factory):
-    """A randomly initialised stock Llama (RoPE) with the sample tokenizer."""
+    """A randomly initialised stock Llama (RoPE) with the sample tokenizer; its MLP is the
+    --swiglu default of the tiny config that continues it (Megatron-LM's: 128 at hidden 64)."""
     directory = tmp_path_factory.mktemp("plain_llama")
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
-        vocab_size=data["vocab_size"], hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+        vocab_size=data["vocab_size"], hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=helpers.SEQ_LENGTH,
         rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=None, eos_token_id=0,
         pad_token_id=1, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
@@ -90,7 +91,7 @@ def test_import_errors_name_the_problem(plain_llama, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(directory, broken)
     config = json.loads((broken / "config.json").read_text())
-    config["intermediate_size"] = 128
+    config["intermediate_size"] = 96
     (broken / "config.json").write_text(json.dumps(config))
     argvs = [
         ["--from-hf", "--load-dir", str(broken), "--save-dir", str(tmp_path / "a")],

@@ -2,7 +2,8 @@
 unpacked from ../shared/megatron-lm) trains HoPE through `tools/pretrain_hope_gpt.py`.
 
 Megatron-LM runs in a subprocess under `megatron_lm_cpu_execution` (non-strict: its loop
-all-reduces host tensors on gloo groups), on `.bin/.idx` written by `hope-preprocess`.
+all-reduces host tensors on gloo groups); the run is the session's `megatron_lm_run`
+(`conftest.py`), shared with the parity, resume and conversion tests.
 
     PYTHONPATH=. python -m pytest tests/integrations -q -m megatron_lm
 """
@@ -11,24 +12,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from megatron_hope.integrations import launcher
 from megatron_hope.integrations.megatron_lm import megatron_lm_argv
-from tests.data import megatron_lm
 from tests.distributed import run_on_ranks
+from tests.integrations import megatron_lm_runs as runs
+from tests.integrations.megatron_lm_runs import SEQ_LENGTH, TRAIN_ITERS
 
 pytestmark = pytest.mark.megatron_lm
-
-TRAIN_ITERS = 4
-SEQ_LENGTH = 64
-LOSS_LINE = re.compile(r"iteration\s+(\d+)/\s*\d+ \|.*?lm loss: ([0-9.E+-]+)")
 
 
 def test_position_flags_reach_megatron_lm_as_rope_plus_hope_type():
@@ -48,52 +42,9 @@ def test_launcher_says_how_to_get_megatron_lm(monkeypatch, capsys):
     assert "git clone" in message and "--megatron-lm-path" in message, message
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    folder = megatron_lm.unpack_tool_or_skip()
-    from megatron_hope.data.sample_data import prepare_sample_data
-
-    work = tmp_path_factory.mktemp("megatron_lm_loop")
-    sample = prepare_sample_data(work / "data", vocab_size=600, max_bytes=300_000)
-    save = work / "checkpoints"
-    flags = [
-        "--megatron-lm-path", str(folder),
-        # What Megatron-LM needs on CPU (see /work/shared/megatron-lm/README.md).
-        "--distributed-backend", "gloo", "--use-cpu-initialization", "--transformer-impl",
-        "local", "--no-gradient-accumulation-fusion", "--no-rope-fusion",
-        "--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion",
-        "--no-persist-layer-norm",
-        "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
-        "--seq-length", str(SEQ_LENGTH), "--max-position-embeddings", str(SEQ_LENGTH),
-        "--hidden-dropout", "0", "--attention-dropout", "0",
-        "--micro-batch-size", "2", "--global-batch-size", "4", "--train-iters",
-        str(TRAIN_ITERS), "--lr", "3e-3", "--min-lr", "3e-4", "--lr-warmup-iters", "1",
-        "--lr-decay-style", "cosine", "--eval-iters", "0", "--eval-interval", "100",
-        "--log-interval", "1", "--data-path", str(sample.data_prefix), "--split", "90,10,0",
-        # The ids are below 600 (the sample's BPE); Megatron-LM's HF tokenizer wants a folder.
-        "--tokenizer-type", "NullTokenizer", "--vocab-size", "600",
-        "--save", str(save), "--save-interval", str(TRAIN_ITERS), "--ckpt-format", "torch_dist",
-        "--position-embedding-type", "hope", "--hope-train-length", str(SEQ_LENGTH),
-    ]
-    paths = [str(megatron_lm.REPOSITORY), str(folder), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths)),
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000),
-           "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.integrations.megatron_lm_driver", *flags],
-        cwd=work, env=env, capture_output=True, text=True, timeout=400,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    losses = {int(i): float(loss) for i, loss in LOSS_LINE.findall(output)}
-    print(f"Megatron-LM {megatron_lm.archive_tag()} pretrain() HoPE losses: {losses}")
-    return {"losses": losses, "save": save, "output": output}
-
-
-def test_megatron_lm_loop_trains_hope(trained):
-    losses = trained["losses"]
-    assert sorted(losses) == list(range(1, TRAIN_ITERS + 1)), trained["output"][-3000:]
+def test_megatron_lm_loop_trains_hope(megatron_lm_run):
+    losses = megatron_lm_run["losses"]
+    assert sorted(losses) == list(range(1, TRAIN_ITERS + 1)), megatron_lm_run["output"][-3000:]
     assert all(math.isfinite(loss) for loss in losses.values())
     assert losses[TRAIN_ITERS] < losses[1]
 
@@ -107,15 +58,18 @@ def _loaded_rotary(rank, save):
             "finite": bool(torch.isfinite(logits).all())}
 
 
-def test_checkpoint_carries_hope_settings_for_our_tools(trained):
+def test_checkpoint_carries_hope_settings_for_our_tools(megatron_lm_run):
     from megatron_hope.rope.config import PositionEncodingConfig
 
-    directory = trained["save"] / f"iter_{TRAIN_ITERS:07d}"
+    directory = megatron_lm_run["save"] / f"iter_{TRAIN_ITERS:07d}"
     metadata = json.loads((directory / "hope_run.json").read_text())
     expected = PositionEncodingConfig("hope", 16, 10000.0, SEQ_LENGTH)
     assert metadata["position_encoding"] == expected.to_dict()
     assert metadata["layout"]["tensor_model_parallel_size"] == 1
+    assert metadata["arch"]["ffn_hidden_size"] == 128  # Megatron-LM's --swiglu default
+    # Megatron-LM's --vocab-size, under the name our tokenizer flags read it by.
+    assert metadata["args"]["tokenizer_vocab_size"] == runs.VOCAB_SIZE
     # In a fresh process: loading initialises megatron-core's parallel state.
-    [loaded] = run_on_ranks(1, _loaded_rotary, str(trained["save"]))
+    [loaded] = run_on_ranks(1, _loaded_rotary, str(megatron_lm_run["save"]))
     assert loaded["inv_freq"] == expected.inv_freq().tolist()
     assert loaded["finite"]

@@ -22,8 +22,23 @@ it, and why:
  L6  get_device_arch_version -> 9             validate_args with TP/CP > 1 (and 0.19 GTP): reads
      (megatron.training.utils, .arguments)    the properties of cuda:0. 9 (Hopper) keeps the
                                               pre-Blackwell paths, the ones a CPU run can take.
+ L7  megatron.training.training.load_         setup_model_and_optimizer, with a distributed
+     checkpoint -> torch Adam state first,    optimizer: without apex/TE (the CPU case) megatron-
+     saved step after                         core falls back to torch Adam, whose state exists
+                                              only after a first step; its state_dict asserts
+                                              one `step` per parameter before it can load, and
+                                              its load leaves those steps as it found them (Adam's
+                                              bias correction would restart). Zeros before the
+                                              load (overwritten by it), the param groups' saved
+                                              step into each parameter's state after it, and
+                                              the load under no_grad: with fp32 parameters its
+                                              dp_reshardable load copies into views of them in
+                                              place (not CPU-specific: an fp32 GPU run of
+                                              Megatron-LM meets it too; bf16 runs copy into
+                                              separate fp32 main parameters). All three as
+                                              `hope-pretrain`'s own loader does.
 
-All six are process-wide and restored on exit. Megatron-LM's loop also all-reduces host
+All seven are process-wide and restored on exit. Megatron-LM's loop also all-reduces host
 tensors over its gloo groups and reads host-side timers: run it under non-strict
 `cpu_execution` (the default here).
 """
@@ -39,6 +54,7 @@ import torch
 
 from megatron_hope.megatron.cpu import cpu_execution
 from megatron_hope.megatron.cpu.patches import Patches
+from megatron_hope.training import checkpointing
 
 ASSUMED_DEVICE_ARCH = 9
 """What L6 answers: a pre-Blackwell GPU (Hopper)."""
@@ -69,6 +85,20 @@ def _device_arch_version() -> int:
     return ASSUMED_DEVICE_ARCH
 
 
+def _load_checkpoint_with_torch_adam_state(original):
+    @functools.wraps(original)
+    def load_checkpoint(ddp_model, optimizer, *args, **kwargs):
+        if optimizer is not None:
+            checkpointing.initialize_empty_adam_state(optimizer)
+        with torch.no_grad():
+            result = original(ddp_model, optimizer, *args, **kwargs)
+        if optimizer is not None:
+            checkpointing.restore_adam_steps_from_param_groups(optimizer)
+        return result
+
+    return load_checkpoint
+
+
 def _module(name: str):
     try:
         return importlib.import_module(name)
@@ -77,7 +107,7 @@ def _module(name: str):
 
 
 def apply_megatron_lm_patches(patches: Patches) -> None:
-    """L1-L6 into `patches` (which restores them). Needs `megatron.training` importable."""
+    """L1-L7 into `patches` (which restores them). Needs `megatron.training` importable."""
     training = _module("megatron.training.training")
     if training is None:
         raise ValueError(
@@ -97,11 +127,13 @@ def apply_megatron_lm_patches(patches: Patches) -> None:
         module = _module(name)
         if module is not None and hasattr(module, "get_device_arch_version"):
             patches.set(module, "get_device_arch_version", _device_arch_version)  # L6
+    patches.set(training, "load_checkpoint",
+                _load_checkpoint_with_torch_adam_state(training.load_checkpoint))  # L7
 
 
 @contextlib.contextmanager
 def megatron_lm_cpu_execution(strict: bool = False) -> Iterator[bool]:
-    """`cpu_execution(strict)` plus L1-L6; yields False (and patches nothing) where CUDA is."""
+    """`cpu_execution(strict)` plus L1-L7; yields False (and patches nothing) where CUDA is."""
     with cpu_execution(strict=strict) as enabled:
         if not enabled:
             yield False
