@@ -56,11 +56,17 @@ def add_hope_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 def megatron_lm_argv(argv: list[str]) -> list[str]:
     """The user's flags (`hope-pretrain`'s `--position-embedding-type`, default hope) in the
-    form Megatron-LM's parser takes; Megatron-LM's own types pass through unchanged."""
+    form Megatron-LM's parser takes; Megatron-LM's own types, and its RoPE with a
+    `--rotary-percent` below 1, pass through unchanged."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--position-embedding-type", default="hope")
+    parser.add_argument("--rotary-percent", type=float, default=1.0)
     known, rest = parser.parse_known_args(argv)
     kind = known.position_embedding_type
+    if known.rotary_percent != 1.0:
+        rest += ["--rotary-percent", str(known.rotary_percent)]
+        if kind == "rope":  # Megatron-LM's RoPE over part of the head: its own model
+            return [*rest, "--position-embedding-type", kind]
     if kind not in POSITION_ENCODING_TYPES:
         return [*rest, "--position-embedding-type", kind]
     megatron_kind = "none" if kind == "none" else "rope"
@@ -71,9 +77,10 @@ def position_encoding_from_args(args: argparse.Namespace) -> PositionEncodingCon
     """Our position encoding for Megatron-LM's parsed args; None where Megatron-LM's own model
     is the right one (no `--hope-position-embedding-type`: its own types, RoPE over a
     `--rotary-percent` fraction)."""
-    kind = args.hope_position_embedding_type
+    kind = getattr(args, "hope_position_embedding_type", None)
     if kind is None:
-        if args.hope_train_length is not None or args.rope_fraction is not None:
+        if (getattr(args, "hope_train_length", None) is not None
+                or getattr(args, "rope_fraction", None) is not None):
             raise ValueError(
                 "--hope-train-length/--rope-fraction need a HoPE-family type: "
                 f"{HOPE_TYPE_FLAG} (or, through tools/pretrain_hope_gpt.py, "
@@ -148,9 +155,12 @@ def hope_gpt_builder(args, pre_process, post_process, vp_stage=None, config=None
                                         config=config, pg_collection=pg_collection)
 
 
-def architecture_from_args(args: argparse.Namespace) -> ModelArchitecture | None:
-    """The `ModelArchitecture` Megatron-LM's parsed (and validated) args describe."""
-    encoding = position_encoding_from_args(args)
+def architecture_from_args(args: argparse.Namespace,
+                           encoding: PositionEncodingConfig | None = None
+                           ) -> ModelArchitecture | None:
+    """The `ModelArchitecture` Megatron-LM's parsed (and validated) args describe, with
+    `encoding` (default: `position_encoding_from_args`; None for Megatron-LM's own types)."""
+    encoding = encoding or position_encoding_from_args(args)
     if encoding is None:
         return None
     return ModelArchitecture(
@@ -173,7 +183,7 @@ def architecture_from_args(args: argparse.Namespace) -> ModelArchitecture | None
         attention_dropout=args.attention_dropout,
         transformer_impl=args.transformer_impl,
         bf16=args.bf16,
-        fp8_format=args.fp8,
+        fp8_format=getattr(args, "fp8", None),
         fp8_recipe=getattr(args, "fp8_recipe", "delayed"),
         apply_rope_fusion=False,  # a kernel choice of the run, not of the model: loads set it
         no_rope_freq=_no_rope_pattern(getattr(args, "no_rope_freq", None), args.num_layers),
@@ -198,8 +208,8 @@ def _tokenizer_vocab_size(args: argparse.Namespace) -> int:
 
 def _no_rope_pattern(value, num_layers: int) -> tuple[int, ...] | None:
     """Megatron-LM's parsed --no-rope-freq (an int, or the list its expression gave)."""
-    if isinstance(value, list):
-        value = repr(value)
+    if isinstance(value, (list, tuple)):
+        value = repr(list(value))
     return parse_no_rope_freq(value, num_layers)
 
 
@@ -208,14 +218,73 @@ def run_metadata_from_args(args: argparse.Namespace) -> checkpointing.RunMetadat
     arch = architecture_from_args(args)
     if arch is None:
         return None
-    settings = {key: value for key, value in vars(args).items() if not key.startswith("_")}
-    settings["trained_with"] = "megatron-lm pretrain()"
-    # Megatron-LM's NullTokenizer --vocab-size is `tokenizer_vocab_size` to our tools.
-    settings["tokenizer_vocab_size"] = getattr(args, "vocab_size", None)
     return checkpointing.run_metadata(
         arch, args.padded_vocab_size, args.tokenizer_type,
-        getattr(args, "tokenizer_model", None), settings,
+        getattr(args, "tokenizer_model", None), _settings(args),
     )
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = {key: value for key, value in vars(args).items() if not key.startswith("_")}
+    settings.setdefault("trained_with", "megatron-lm pretrain()")
+    # Megatron-LM's NullTokenizer --vocab-size is `tokenizer_vocab_size` to our tools.
+    settings.setdefault("tokenizer_vocab_size", getattr(args, "vocab_size", None))
+    return settings
+
+
+def checkpoint_position_encoding(args: argparse.Namespace) -> PositionEncodingConfig:
+    """The position encoding of a checkpoint's Megatron-LM `args`: ours where the plug-in (or
+    `hope-pretrain`) wrote them; Megatron-LM's own full-width RoPE, or no position embedding,
+    as ours (the same model: `rope` is bit-identical to megatron-core's RotaryEmbedding); an
+    error naming the setting for what `HopeGPTModel` does not build."""
+    encoding = position_encoding_from_args(args)
+    if encoding is not None:
+        return encoding
+    kind = args.position_embedding_type
+    kv_channels = args.kv_channels or args.hidden_size // args.num_attention_heads
+    rotary_percent = getattr(args, "rotary_percent", 1.0)
+    unsupported = [
+        setting for setting, present in (
+            (f"--rotary-percent {rotary_percent} (RoPE over the head's first dimensions with "
+             "its frequencies re-spread over them)", rotary_percent != 1.0),
+            ("--use-rope-scaling", getattr(args, "use_rope_scaling", False)),
+            ("--rotary-interleaved", getattr(args, "rotary_interleaved", False)),
+            ("--rotary-seq-len-interpolation-factor",
+             getattr(args, "rotary_seq_len_interpolation_factor", None)),
+        ) if present]
+    if kind == "none":
+        return PositionEncodingConfig("none", kv_channels, float(args.rotary_base))
+    if kind == "rope" and not unsupported:
+        return PositionEncodingConfig("rope", kv_channels, float(args.rotary_base))
+    raise ValueError(
+        f"a Megatron-LM checkpoint with --position-embedding-type {kind}"
+        + (f" and {', '.join(unsupported)}" if unsupported else "")
+        + ": not a model megatron-hope builds (it reads Megatron-LM's full-width RoPE, no "
+        "position embedding, and the HoPE family)")
+
+
+def run_metadata_from_checkpoint(directory: str | Path) -> checkpointing.RunMetadata | None:
+    """`hope_run.json`'s content for a checkpoint without one (Megatron-LM's own loop, no
+    plug-in), from the `args` Megatron-LM keeps in its common state; None where there are none.
+    Raises ValueError for a model `checkpoint_position_encoding` cannot express."""
+    from megatron.core import dist_checkpointing
+
+    try:
+        common = dist_checkpointing.load_common_state_dict(str(directory))
+    except Exception:  # megatron-core raises several types for a missing or unreadable state
+        return None
+    args = common.get("args") if isinstance(common, dict) else None
+    if args is None or not hasattr(args, "num_layers"):
+        return None
+    arch = architecture_from_args(args, checkpoint_position_encoding(args))
+    metadata = checkpointing.run_metadata(
+        arch, args.padded_vocab_size, args.tokenizer_type,
+        getattr(args, "tokenizer_model", None), _settings(args))
+    layout = {"tensor_model_parallel_size": args.tensor_model_parallel_size,
+              "pipeline_model_parallel_size": args.pipeline_model_parallel_size,
+              "data_parallel_size": getattr(args, "data_parallel_size", 1)}
+    return metadata.at(int(common.get("iteration", 0) or 0),
+                       int(getattr(args, "consumed_train_samples", 0) or 0), layout)
 
 
 def write_checkpoint_run_metadata(args: argparse.Namespace, iteration: int) -> Path | None:

@@ -137,9 +137,17 @@ class RunMetadata:
 
     @classmethod
     def read(cls, directory: str | Path) -> RunMetadata:
+        """`directory/hope_run.json`; for a checkpoint Megatron-LM's own loop saved (no
+        plug-in), the same settings from the Megatron-LM `args` in its common state."""
         path = Path(directory) / RUN_METADATA_FILENAME
         if not path.is_file():
-            raise ValueError(f"{path} is missing: the checkpoint directory is incomplete")
+            # Megatron-LM's own loop writes none: its settings are in the checkpoint's args.
+            from megatron_hope.integrations.megatron_lm import run_metadata_from_checkpoint
+
+            metadata = run_metadata_from_checkpoint(directory)
+            if metadata is None:
+                raise ValueError(f"{path} is missing: the checkpoint directory is incomplete")
+            return metadata
         try:
             values = json.loads(path.read_text())
         except (OSError, ValueError) as error:

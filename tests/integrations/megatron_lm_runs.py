@@ -41,17 +41,21 @@ MEGATRON_LM_CPU_FLAGS = [
 ]
 
 
-def model_flags(data_prefix: str, train_iters: int = TRAIN_ITERS) -> list[str]:
-    """Flags both loops take with the same meaning: a Llama-shaped 2-layer HoPE model (SwiGLU,
-    RMSNorm, no linear biases: what `hope-convert` exports), its optimizer, schedule and data.
-    Every value Megatron-LM and `hope-pretrain` default differently (dropout) is explicit."""
+HOPE = ("--position-embedding-type", "hope", "--hope-train-length", str(SEQ_LENGTH))
+
+
+def model_flags(data_prefix: str, train_iters: int = TRAIN_ITERS,
+                encoding: tuple[str, ...] = HOPE) -> list[str]:
+    """Flags both loops take with the same meaning: a Llama-shaped 2-layer model (SwiGLU,
+    RMSNorm, no linear biases: what `hope-convert` exports), HoPE unless `encoding` says
+    otherwise, its optimizer, schedule and data. Every value Megatron-LM and `hope-pretrain`
+    default differently (dropout) is explicit."""
     return [
         "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
         "--seq-length", str(SEQ_LENGTH), "--max-position-embeddings", str(SEQ_LENGTH),
         "--swiglu", "--normalization", "RMSNorm", "--disable-bias-linear",
         "--init-method-std", "0.02", "--hidden-dropout", "0", "--attention-dropout", "0",
-        "--position-embedding-type", "hope", "--hope-train-length", str(SEQ_LENGTH),
-        "--rotary-base", "10000",
+        *encoding, "--rotary-base", "10000",
         "--micro-batch-size", "2", "--global-batch-size", "4",
         "--train-iters", str(train_iters), "--lr", "3e-3", "--min-lr", "3e-4",
         "--lr-warmup-iters", "1", "--lr-decay-style", "cosine", "--weight-decay", "0.01",
@@ -109,8 +113,9 @@ def megatron_lm_env(folder: Path, rank: int, world_size: int, port: int) -> dict
 
 
 def run_megatron_lm(folder: Path, flags: list[str], cwd: Path, ranks: int = 1,
-                    timeout: float = 400) -> dict:
-    """`tools/pretrain_hope_gpt.py` with Megatron-LM's `pretrain()` on `ranks` processes.
+                    timeout: float = 400, upstream: bool = False) -> dict:
+    """`tools/pretrain_hope_gpt.py` with Megatron-LM's `pretrain()` on `ranks` processes
+    (`upstream`: Megatron-LM's own `pretrain_gpt.py`, without our plug-in).
 
     Returns {"losses": {iteration: lm loss}, "grad_norms": ..., "output": all ranks' logs}.
     """
@@ -118,7 +123,8 @@ def run_megatron_lm(folder: Path, flags: list[str], cwd: Path, ranks: int = 1,
 
     port = _free_port()
     argv = [sys.executable, "-m", "tests.integrations.megatron_lm_driver",
-            "--megatron-lm-path", str(folder), *MEGATRON_LM_CPU_FLAGS, *flags]
+            "--megatron-lm-path", str(folder), *MEGATRON_LM_CPU_FLAGS, *flags,
+            *(["--upstream"] if upstream else [])]
     cwd.mkdir(parents=True, exist_ok=True)
     procs = [subprocess.Popen(argv, cwd=cwd, env=megatron_lm_env(folder, rank, ranks, port),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -33,6 +33,25 @@ def test_position_flags_reach_megatron_lm_as_rope_plus_hope_type():
         "none", "--hope-position-embedding-type", "none"]
     assert megatron_lm_argv(["--position-embedding-type", "learned_absolute"]) == [
         "--position-embedding-type", "learned_absolute"]
+    # RoPE over part of the head is Megatron-LM's own model.
+    assert megatron_lm_argv(["--position-embedding-type", "rope", "--rotary-percent", "0.5"]) == [
+        "--rotary-percent", "0.5", "--position-embedding-type", "rope"]
+
+
+def test_megatron_lms_own_encodings_read_as_ours_or_are_named():
+    import argparse
+
+    from megatron_hope.integrations.megatron_lm import checkpoint_position_encoding
+
+    args = argparse.Namespace(position_embedding_type="rope", rotary_percent=1.0, kv_channels=None,
+                              hidden_size=64, num_attention_heads=4, rotary_base=10000)
+    assert checkpoint_position_encoding(args).to_dict()["position_embedding_type"] == "rope"
+    args.rotary_percent = 0.5
+    with pytest.raises(ValueError, match=r"--rotary-percent 0\.5"):
+        checkpoint_position_encoding(args)
+    args.position_embedding_type, args.rotary_percent = "learned_absolute", 1.0
+    with pytest.raises(ValueError, match="learned_absolute"):
+        checkpoint_position_encoding(args)
 
 
 def test_launcher_says_how_to_get_megatron_lm(monkeypatch, capsys):
