@@ -240,11 +240,11 @@ def train_tokenizer_main(argv: list[str] | None = None) -> int:
     args = train_tokenizer_parser().parse_args(argv)
     from itertools import islice
 
-    from megatron_hope.data import readers
+    from megatron_hope.data import inputs, readers
     from megatron_hope.data.tokenizer import train_bpe_tokenizer_from_texts
 
     try:
-        files = readers.discover_inputs(args.input)
+        files = inputs.discover_inputs(args.input)
 
         def texts():
             for path in files:

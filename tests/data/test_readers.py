@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from megatron_hope.data import readers
+from megatron_hope.data import inputs
 from megatron_hope.data.readers import BadRecord, Document, iter_records
 from tests.data.conftest import jsonl_bytes, write_jsonl
 
@@ -49,33 +49,33 @@ def test_plain_jsonl_with_any_keys(tmp_path):
 
 
 def test_subsets_from_paths_and_meta(tmp_path):
-    assert readers.subset_from_path("/d/rp/common_crawl/2019-30/en_head_0000.jsonl.zst") == (
+    assert inputs.subset_from_path("/d/rp/common_crawl/2019-30/en_head_0000.jsonl.zst") == (
         "common_crawl"
     )
-    assert readers.subset_from_path("/d/rp/arxiv/arxiv_024.jsonl") == "arxiv"
-    assert readers.subset_from_path("/d/rp/book/book.jsonl") == "book"
-    assert readers.subset_from_path("/d/rp/wikipedia/wiki.jsonl") == "wikipedia"
-    assert readers.subset_from_path("/d/rp/stackexchange/stackexchange.jsonl") == "stackexchange"
-    assert readers.subset_from_path("/d/rp/github/filtered_0.sampled.jsonl") == "github"
-    assert readers.subset_from_path("/d/my_corpus/part-0.jsonl") is None
+    assert inputs.subset_from_path("/d/rp/arxiv/arxiv_024.jsonl") == "arxiv"
+    assert inputs.subset_from_path("/d/rp/book/book.jsonl") == "book"
+    assert inputs.subset_from_path("/d/rp/wikipedia/wiki.jsonl") == "wikipedia"
+    assert inputs.subset_from_path("/d/rp/stackexchange/stackexchange.jsonl") == "stackexchange"
+    assert inputs.subset_from_path("/d/rp/github/filtered_0.sampled.jsonl") == "github"
+    assert inputs.subset_from_path("/d/my_corpus/part-0.jsonl") is None
     record = {"text": "x", "meta": {"redpajama_set_name": "RedPajamaStackExchange"}}
-    assert readers.subset_from_meta(record) == "stackexchange"
-    assert readers.subset_from_meta({"text": "x", "meta": json.dumps({"source": "c4"})}) == "c4"
+    assert inputs.subset_from_meta(record) == "stackexchange"
+    assert inputs.subset_from_meta({"text": "x", "meta": json.dumps({"source": "c4"})}) == "c4"
 
 
 def test_discover_inputs_is_sorted_and_clear_about_nothing(tmp_path):
     for name in ["b/2.jsonl", "a/1.jsonl.zst", "a/0.json.gz", "notes.txt"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    found = readers.discover_inputs(tmp_path)
+    found = inputs.discover_inputs(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in found] == [
         "a/0.json.gz",
         "a/1.jsonl.zst",
         "b/2.jsonl",
     ]
-    assert readers.discover_inputs(str(tmp_path / "*" / "*.jsonl")) == [tmp_path / "b/2.jsonl"]
+    assert inputs.discover_inputs(str(tmp_path / "*" / "*.jsonl")) == [tmp_path / "b/2.jsonl"]
     with pytest.raises(ValueError, match=r"--input .*no such file"):
-        readers.discover_inputs(tmp_path / "missing")
+        inputs.discover_inputs(tmp_path / "missing")
 
 
 BAD_LINES = [

@@ -13,7 +13,7 @@ import torch
 
 from megatron_hope.megatron.model import ModelArchitecture, megatron_lm_swiglu_ffn_size
 from megatron_hope.rope.config import PositionEncodingConfig
-from megatron_hope.training import checkpointing, megatron_lm_checkpoint
+from megatron_hope.training import megatron_lm_checkpoint, optimizer_state
 from megatron_hope.training.arguments import parse_config
 from megatron_hope.training.model_loading import arch_from_metadata
 from megatron_hope.training.run_metadata import RunMetadata
@@ -97,7 +97,7 @@ def test_fully_reshardable_optimizer_state_into_torch_adam_names_the_way_out():
     adam = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))])
     optimizer = types.SimpleNamespace(chained_optimizers=[types.SimpleNamespace(optimizer=adam)])
     with pytest.raises(ValueError, match="--no-load-optim"):
-        checkpointing.check_loadable_optimizer_form(
+        optimizer_state.check_loadable_optimizer_form(
             "ckpt", {"distrib_optim_sharding_type": "fully_reshardable"}, optimizer)
-    checkpointing.check_loadable_optimizer_form(
+    optimizer_state.check_loadable_optimizer_form(
         "ckpt", {"distrib_optim_sharding_type": "dp_reshardable"}, optimizer)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
-from megatron_hope.data import readers
+from megatron_hope.data import inputs, readers
 from megatron_hope.data.preprocess.config import NO_SUBSET, PreprocessConfig
 
 
@@ -97,7 +97,7 @@ def unit_bytes(unit: Shard | InputFile) -> int:
 
 def plan_files(config: PreprocessConfig) -> list[InputFile]:
     """The sorted input files, their subsets and (plain files) byte ranges."""
-    paths = readers.discover_inputs(config.input)
+    paths = inputs.discover_inputs(config.input)
     subsets = _assign_subsets(config, paths)
     shard_dir = Path(f"{config.output_prefix}_shards")
     files = []
@@ -204,10 +204,10 @@ def _assign_subsets(config: PreprocessConfig, files: list[Path]) -> list[str | N
     subsets = []
     for path in files:
         root = next((r for r in roots if r in path.parents), None)
-        subset = readers.subset_from_path(path, root)
+        subset = inputs.subset_from_path(path, root)
         if subset is None and not readers.is_v2_documents(path):
             record = readers.first_record(path)
-            subset = readers.subset_from_meta(record) if record else None
+            subset = inputs.subset_from_meta(record) if record else None
         subsets.append(subset)
     if all(subset is None for subset in subsets):
         return subsets

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy
 
-from megatron_hope.data import readers
+from megatron_hope.data import inputs, readers
 from megatron_hope.data.indexed import optimal_dtype
 from megatron_hope.data.preprocess import merge, schedule
 from megatron_hope.data.preprocess.config import (
@@ -59,7 +59,7 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessSummary:
                          "with --eod-token")
     try:
         files = plan_files(config)
-    except readers.NoInputError as error:
+    except inputs.NoInputError as error:
         raise UsageError(str(error)) from None
     dtype = numpy.dtype(optimal_dtype(tokenizer.vocab_size)).name
     splitter, punkt_hash = _sentence_splitter(config, files)

@@ -54,7 +54,7 @@ import torch
 
 from megatron_hope.megatron.cpu import cpu_execution
 from megatron_hope.megatron.cpu.patches import Patches
-from megatron_hope.training import checkpointing
+from megatron_hope.training import optimizer_state
 
 ASSUMED_DEVICE_ARCH = 9
 """What L6 answers: a pre-Blackwell GPU (Hopper)."""
@@ -89,11 +89,11 @@ def _load_checkpoint_with_torch_adam_state(original):
     @functools.wraps(original)
     def load_checkpoint(ddp_model, optimizer, *args, **kwargs):
         if optimizer is not None:
-            checkpointing.initialize_empty_adam_state(optimizer)
+            optimizer_state.initialize_empty_adam_state(optimizer)
         with torch.no_grad():
             result = original(ddp_model, optimizer, *args, **kwargs)
         if optimizer is not None:
-            checkpointing.restore_adam_steps_from_param_groups(optimizer)
+            optimizer_state.restore_adam_steps_from_param_groups(optimizer)
         return result
 
     return load_checkpoint
