@@ -4,9 +4,13 @@ message naming the damaged file, never a traceback.
     python -m pytest -x -q tests/robustness/test_corrupt_checkpoints.py
 
 Damage done to copies of one real tiny checkpoint (`tests/eval/tiny_checkpoint.py`, 2
-iterations): a truncated shard, a tracker holding text or binary garbage, `hope_run.json`
-missing, and `hope_run.json` of another model (other layer count and width). The checkpoint
-holds one iteration, so `--load` has nothing to fall back to.
+iterations): a truncated shard, a tracker holding text or binary garbage, and `hope_run.json`
+of another model (other layer count and width). The checkpoint holds one iteration, so `--load`
+has nothing to fall back to.
+
+A missing `hope_run.json` is not damage: every checkpoint also carries Megatron-LM's `args`
+(which is how Megatron-LM's own RoPE checkpoints, written without the plug-in, are read), so all
+three tools still work from it.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ DAMAGE = {
     "run_metadata_missing": _remove_run_metadata,
     "run_metadata_of_another_model": _run_metadata_of_another_model,
 }
+RECOVERABLE = {"run_metadata_missing"}
+"""Damage the tools work around (from the args inside the checkpoint): exit 0 expected."""
 
 
 def _pretrain_argv(trained: dict, load: str) -> list[str]:
@@ -133,8 +139,12 @@ def test_damaged_checkpoints_are_named(trained, tmp_path):
     [outcomes] = run_on_ranks(1, _every_cli, cases)
     failures = []
     for (name, cli, damaged), (status, stderr) in zip(expected, outcomes, strict=True):
-        if status != 2 or damaged not in stderr or "Traceback" in stderr:
+        if name in RECOVERABLE:
+            if status != 0:
+                failures.append(f"{cli} on {name}: exit {status}, expected 0:\n{stderr[-1500:]}")
+        elif status != 2 or damaged not in stderr or "Traceback" in stderr:
             failures.append(f"{cli} on {name}: exit {status}, expected 2 naming {damaged}:\n"
                             f"{stderr[-1500:]}")
     assert not failures, "\n\n".join(failures)
-    assert not any(tmp_path.glob("*-hf")), "a failed export left a directory behind"
+    left = [p for p in tmp_path.glob("*-hf") if p.name.removesuffix("-hf") not in RECOVERABLE]
+    assert not left, f"a failed export left a directory behind: {left}"
