@@ -66,7 +66,8 @@ def _context() -> mp.context.BaseContext:
     return ctx
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on this machine now (for MASTER_PORT, Slurm daemons, ...)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -151,7 +152,7 @@ def run_on_ranks(world_size: int, fn: Callable[..., Any], *args: Any, timeout: f
     dies or `timeout` seconds pass; the remaining ranks are killed at once.
     """
     ctx = _context()
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="run_on_ranks_") as tmp:
         paths = [os.path.join(tmp, f"rank{rank}.pkl") for rank in range(world_size)]
         procs = [

@@ -29,6 +29,7 @@ from megatron_hope.data.cli import preprocess_parser
 from megatron_hope.megatron.model import padded_vocab_size
 from megatron_hope.training.arguments import build_parser, parse_config
 from megatron_hope.training.memory import MemoryEstimate, estimate_for
+from tests.distributed import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -215,11 +216,6 @@ distributed optimizer with both overlaps, selective recompute, the data cache, t
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _files(directory: Path) -> dict[str, int]:
     return {str(path.relative_to(directory)): path.stat().st_mtime_ns
@@ -240,7 +236,7 @@ def test_the_125m_slurm_script_runs_on_a_one_node_slurm(tmp_path):
                    RUN_DIR="run",  # relative: the script makes it absolute
                    PATH=os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]]),
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-                   MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+                   MASTER_PORT=str(free_port()), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
         try:
             socket.gethostbyname(cluster.node)
         except OSError:

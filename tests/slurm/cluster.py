@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.distributed import free_port
+
 REQUIRED_COMMANDS = ("munged", "slurmctld", "slurmd", "srun", "sbatch", "scontrol", "sinfo",
                      "squeue", "scancel")
 INSTALL_HINT = "apt-get install -y slurm-wlm munge"
@@ -53,12 +55,6 @@ def missing_requirements() -> str | None:
 
 def _command(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _alive(pid: int) -> bool:
@@ -129,8 +125,8 @@ def _write_conf(root: Path, node: str, cpus: int, munge_socket: Path) -> Path:
     conf.write_text("\n".join([
         "ClusterName=hopetest",
         f"SlurmctldHost={node}(127.0.0.1)",
-        f"SlurmctldPort={_free_port()}",
-        f"SlurmdPort={_free_port()}",
+        f"SlurmctldPort={free_port()}",
+        f"SlurmdPort={free_port()}",
         "SlurmUser=root",
         "SlurmdUser=root",
         "AuthType=auth/munge",

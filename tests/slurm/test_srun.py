@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.distributed import free_port
 from tests.slurm.cluster import SlurmCluster, slurm_cluster
 
 pytestmark = pytest.mark.distributed
@@ -33,11 +34,6 @@ ITERATION_6 = re.compile(r"^ \[[-\d: ]+\] iteration        6/       6 \|", re.MU
 # Variables of another launcher that would take precedence over Slurm's in the ranks.
 FOREIGN_LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +56,7 @@ def job_env(cluster: SlurmCluster) -> dict[str, str]:
     """What srun/sbatch propagate to the ranks: the package importable, a free MASTER_PORT."""
     env = {k: v for k, v in cluster.env.items() if k not in FOREIGN_LAUNCHER_VARIABLES}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["MASTER_PORT"] = str(_free_port())
+    env["MASTER_PORT"] = str(free_port())
     env["OMP_NUM_THREADS"] = "1"
     env["CUDA_VISIBLE_DEVICES"] = ""  # two ranks on one node mean the host (gloo, CPU shim)
     try:

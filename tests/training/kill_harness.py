@@ -16,12 +16,13 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.distributed import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LOADED = re.compile(r"successfully loaded checkpoint from \S+ at iteration (\d+)")
@@ -57,11 +58,6 @@ def drive(loss_file: str, argv: list[str]) -> int:
     loop.Reporter = LossLog
     return cli.main(argv)
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _session_members(sessions: set[int]) -> list[str]:
@@ -110,7 +106,7 @@ class Run:
 
     def start(self) -> Attempt:
         self.count += 1
-        port = _free_port()
+        port = free_port()
         env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(self.ranks),
                    OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

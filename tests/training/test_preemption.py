@@ -5,26 +5,21 @@ The Slurm version (scancel --signal) is in tests/slurm/test_srun.py."""
 from __future__ import annotations
 
 import signal
-import socket
 import sys
 
 import pytest
 
+from tests.distributed import free_port
 from tests.training import kill_harness, preemption
 from tests.training.test_parallel_parity import data  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.distributed
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def torchrun(loss_file, flags) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
             *preemption.job_command(loss_file, flags)]
 
 
