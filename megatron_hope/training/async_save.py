@@ -52,10 +52,6 @@ class AsyncCheckpointQueue:
         with `blocking`); call on every rank. Returns how many were published."""
         return len(self._queue.maybe_finalize_async_calls(blocking=blocking))
 
-    @property
-    def pending(self) -> int:
-        return self._queue.get_num_unfinalized_calls()
-
     def close(self) -> None:
         """Publish what is in flight and stop the worker (call on every rank at the run's end)."""
         self.finalize(blocking=True)

@@ -27,7 +27,6 @@ class SignalFlag:
 
     def __init__(self, enabled: bool, signal_name: str = "SIGTERM") -> None:
         self.received = False
-        self.signal_name = signal_name
         self._signal = signal.Signals[signal_name]
         self._previous = None
         if enabled:
