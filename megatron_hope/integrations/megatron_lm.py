@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from megatron_hope.megatron.model import HopeGPTModel, ModelArchitecture
-from megatron_hope.megatron.no_rope import parse_no_rope_freq
+from megatron_hope.megatron.no_rope import check_no_rope_pattern, parse_no_rope_freq
 from megatron_hope.rope.arguments import add_position_encoding_arguments
 from megatron_hope.rope.config import PositionEncodingConfig
 from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
@@ -209,7 +209,7 @@ def _tokenizer_vocab_size(args: argparse.Namespace) -> int:
 def _no_rope_pattern(value, num_layers: int) -> tuple[int, ...] | None:
     """Megatron-LM's parsed --no-rope-freq (an int, or the list its expression gave)."""
     if isinstance(value, (list, tuple)):
-        value = repr(list(value))
+        return check_no_rope_pattern(value, num_layers)
     return parse_no_rope_freq(value, num_layers)
 
 

@@ -21,7 +21,7 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_hope.flag_checks import check_range
-from megatron_hope.megatron.no_rope import parse_no_rope_freq
+from megatron_hope.megatron.no_rope import check_no_rope_pattern
 from megatron_hope.megatron.rotary import HopeRotaryEmbedding
 from megatron_hope.rope.config import PositionEncodingConfig
 
@@ -156,9 +156,9 @@ class ModelArchitecture:
                 "--transformer-impl transformer_engine or drop --apply-rope-fusion"
             )
         if self.no_rope_freq is not None:
-            # JSON metadata gives back a list; the pattern is validated as the flag's value.
-            object.__setattr__(self, "no_rope_freq", parse_no_rope_freq(
-                repr(list(self.no_rope_freq)), self.num_layers))
+            # JSON metadata gives back a list: stored as a checked tuple.
+            object.__setattr__(self, "no_rope_freq", check_no_rope_pattern(
+                self.no_rope_freq, self.num_layers))
         if self.ffn_size < 1:
             raise ValueError(
                 f"--swiglu at --hidden-size {self.hidden_size} gives Megatron-LM's default FFN "

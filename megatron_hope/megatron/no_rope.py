@@ -11,6 +11,7 @@ marked layers, whatever the rotary type (RoPE, HoPE, p-RoPE, AB1-3).
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 
 FLAG = "--no-rope-freq"
 MAX_LAYERS = 100_000
@@ -31,9 +32,19 @@ def parse_no_rope_freq(value: str | int | None, num_layers: int) -> tuple[int, .
         pattern = ([0] * (every - 1) + [1]) * (num_layers // every)
     else:
         pattern = _evaluate_pattern(str(value))
-        if len(pattern) != num_layers:
-            raise ValueError(
-                f"{FLAG} {value!r} gives {len(pattern)} layers, --num-layers is {num_layers}")
+    return check_no_rope_pattern(pattern, num_layers, shown=value)
+
+
+def check_no_rope_pattern(pattern: Sequence[int], num_layers: int,
+                          shown: object = None) -> tuple[int, ...]:
+    """An already expanded pattern (a checkpoint's, or Megatron-LM's parsed flag) as a tuple,
+    checked: one 0/1 entry per layer. `shown` is how the flag was written, for messages."""
+    shown = list(pattern) if shown is None else shown
+    if any(type(item) is not int or item not in (0, 1) for item in pattern):
+        raise ValueError(f"{FLAG} {shown!r}: list items must be 0 (rotary) or 1 (no rotary)")
+    if len(pattern) != num_layers:
+        raise ValueError(
+            f"{FLAG} {shown!r} gives {len(pattern)} layers, --num-layers is {num_layers}")
     return tuple(pattern)
 
 
