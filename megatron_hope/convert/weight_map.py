@@ -18,8 +18,9 @@ Transforms (all pure functions of tensors; `to_hf` and `from_hf` are exact inver
 
 Phi3's partial rotary rotates a contiguous block of each head (`q[..., :2a]`, rotate-half inside
 it) and passes the rest through; we rotate the full head with pairs (i, i + d/2) and zero
-frequencies for the position-independent pairs (eq. 7). `rotary_block_permutation` reorders each
-head's q/k rows so that the a rotated pairs form that block.
+frequencies for the position-independent pairs (eq. 7). `Geometry.qk_row_order`
+(`rope.layout.qk_row_order`) reorders each head's q/k rows so that the a rotated pairs form that
+block, or, for Megatron-LM's `--rotary-percent` block exported to Llama, the reverse.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
 
 LAYER_PREFIX = "decoder.layers.{i}."
 
@@ -236,8 +236,8 @@ def from_hf(rule: Rule, tensors: list[torch.Tensor], geo: Geometry, target: str)
         else:
             q, k, v = tensors
         if geo.qk_row_order is not None:
-            inverse = torch.argsort(geo.qk_row_order)
-            q, k = _permute_heads(q, geo.head_dim, inverse), _permute_heads(k, geo.head_dim, inverse)
+            inverse, d = torch.argsort(geo.qk_row_order), geo.head_dim
+            q, k = _permute_heads(q, d, inverse), _permute_heads(k, d, inverse)
         return qkv_from_hf(q, k, v, geo)
     raise ValueError(f"unknown transform {rule.transform!r}")
 

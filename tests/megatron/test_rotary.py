@@ -174,7 +174,7 @@ def test_rotary_percent_is_upstreams_block_rope(single_rank_megatron, d, rotary_
 
 
 def test_rotary_percent_belongs_to_rope_only():
-    with pytest.raises(ValueError, match="--rotary-percent .* drop --rotary-percent"):
+    with pytest.raises(ValueError, match=r"--rotary-percent .* drop --rotary-percent"):
         PositionEncodingConfig("hope", 64, 10000.0, 512, rotary_percent=0.5)
     with pytest.raises(ValueError, match=r"--rotary-percent \(0.01\) rotates .* = 0"):
         PositionEncodingConfig("rope", 64, 10000.0, rotary_percent=0.01)
