@@ -6,11 +6,12 @@
 Each script's `DRY_RUN` command goes through what `tools/pretrain_hope_gpt.py` does with it
 (`split_path_flag`, `megatron_lm_argv`) into Megatron-LM's own parser (`parse_args` with
 `add_hope_arguments`, unknown flags refused) and its `validate_args` at the script's world size,
-from the tag that pairs with the installed megatron-core (../shared/megatron-lm; skipped, saying
-why, where it is absent). Importing `megatron.training` sets process-wide state, so all commands
-are parsed in one subprocess (this module run as a script). The result is compared with
-`hope-pretrain`'s parse of its twin's command: every setting both parsers know is equal, but
-for the few they spell differently (`canonical`).
+from the checkout $MEGATRON_LM_PATH names (the GPU image's), else the tag that pairs with the
+installed megatron-core (../shared/megatron-lm; skipped, saying why, where it is absent).
+Importing `megatron.training` sets process-wide state, so all commands are parsed in one
+subprocess (this module run as a script). The result is compared with `hope-pretrain`'s parse of
+its twin's command: every setting both parsers know is equal, but for the few they spell
+differently (`canonical`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from megatron_hope.integrations.launcher import ARGS_DEFAULTS, split_path_flag
+from megatron_hope.integrations.launcher import (
+    ARGS_DEFAULTS,
+    ENV_VAR,
+    find_megatron_lm,
+    split_path_flag,
+)
 from megatron_hope.megatron.model import padded_vocab_size
 from megatron_hope.training.arguments import build_parser
 from tests.test_examples import (
@@ -140,6 +146,9 @@ def parse_with_megatron_lm(cases: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def megatron_lm_folder():
+    """The checkout MEGATRON_LM_PATH names (the GPU image's), else the archive's tag."""
+    if os.environ.get(ENV_VAR):
+        return find_megatron_lm(None)
     from tests.megatron_lm_archive import unpack_or_skip
 
     return unpack_or_skip()
