@@ -40,12 +40,12 @@ from tests.test_examples import (
     EXAMPLES,
     LLAMA_VOCAB,
     REPO,
-    VARIANTS,
     _name,
     dry_run,
     pretrain_args,
     world_size,
 )
+from tests.test_examples import VARIANTS as SCRIPT_VARIANTS
 
 TWINS = {
     EXAMPLES / "125m/pretrain_megatron_lm.sh": EXAMPLES / "125m/pretrain_torchrun.sh",
@@ -68,6 +68,10 @@ MUST_MATCH = (
     "attention_backend",
 )
 """The settings that make the run what it is: each must be among those compared."""
+ENCODINGS = {"ab2": {"POSITION_EMBEDDING_TYPE": "ab2"}, "nope": {"POSITION_EMBEDDING_TYPE": "none"}}
+"""Besides the branches test_examples.py switches: an ablation and NoPE, which reach
+Megatron-LM's parser as `rope` and `none` plus our type."""
+VARIANTS = {**SCRIPT_VARIANTS, **ENCODINGS}
 HOPE_ONLY = {"keep_last_checkpoints"}
 """`hope-pretrain` flags Megatron-LM lacks (it keeps every checkpoint)."""
 
