@@ -46,6 +46,8 @@ MICRO_BATCH_SIZE="${MICRO_BATCH_SIZE:-64}"  # paper: 64 per GPU x 8 GPUs = 512
 GLOBAL_BATCH_SIZE="${GLOBAL_BATCH_SIZE:-512}"
 TRAIN_ITERS="${TRAIN_ITERS:-50000}"
 SAVE_INTERVAL="${SAVE_INTERVAL:-2500}"  # ~9 min of training on A100s: examples/README.md
+# More Megatron-LM flags, appended (split at spaces): --wandb-project, --fp8-format, ...
+EXTRA_ARGS="${EXTRA_ARGS:-}"
 # -------------------------------------------------------------------------------------------------
 
 if [[ "${DATA_PATH:-${DATA_BLEND_FILE}} ${TOKENIZER_MODEL}" == *REPLACE/ME* ]]; then
@@ -116,6 +118,7 @@ ARGS=(
     --eval-interval 1000 --eval-iters 20 --log-interval 10
     --tensorboard-dir "${RUN_DIR}/tensorboard"
     "${TE_ARGS[@]}"
+    ${EXTRA_ARGS}  # unquoted on purpose: several flags
 )
 
 LAUNCH=(torchrun --standalone --nnodes 1 --nproc-per-node "${GPUS_PER_NODE}"

@@ -48,6 +48,8 @@ MICRO_BATCH_SIZE="${MICRO_BATCH_SIZE:-2}"  # paper: 2 per data-parallel rank
 GLOBAL_BATCH_SIZE="${GLOBAL_BATCH_SIZE:-512}"
 TRAIN_ITERS="${TRAIN_ITERS:-120000}"
 SAVE_INTERVAL="${SAVE_INTERVAL:-50}"  # ~1 hour of training on 8 A100s: examples/README.md
+# More Megatron-LM flags, appended (split at spaces): --wandb-project, --fp8-format, ...
+EXTRA_ARGS="${EXTRA_ARGS:-}"
 # -------------------------------------------------------------------------------------------------
 
 if [[ "${DATA_PATH:-${DATA_BLEND_FILE}} ${TOKENIZER_MODEL}" == *REPLACE/ME* ]]; then
@@ -118,6 +120,7 @@ ARGS=(
     --eval-interval 2000 --eval-iters 10 --log-interval 1
     --tensorboard-dir "${RUN_DIR}/tensorboard" --log-throughput --log-memory-to-tensorboard
     "${TE_ARGS[@]}"
+    ${EXTRA_ARGS}  # unquoted on purpose: several flags
     ${EXIT_INTERVAL:+--exit-interval "${EXIT_INTERVAL}"}
 )
 
