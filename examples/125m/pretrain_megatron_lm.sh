@@ -12,7 +12,8 @@
 #   2. HoPE:        bash examples/125m/pretrain_megatron_lm.sh
 #      RoPE twin:   POSITION_EMBEDDING_TYPE=rope bash examples/125m/pretrain_megatron_lm.sh
 #   3. In the image: docker run --gpus all --rm --ipc=host -v /data:/data \
-#        -v "$PWD/runs:/workspace/megatron-hope/runs" -e DATA_BLEND_FILE=... -e TOKENIZER_MODEL=... \
+#        -v "$PWD/runs:/workspace/megatron-hope/runs" \
+#        -e DATA_BLEND_FILE=... -e TOKENIZER_MODEL=... \
 #        megatron-hope bash examples/125m/pretrain_megatron_lm.sh
 #   4. See the command without running it: DRY_RUN=1 bash examples/125m/pretrain_megatron_lm.sh
 #   Re-running the same command resumes from $RUN_DIR/checkpoints (Megatron-LM's --load). Its
@@ -70,7 +71,8 @@ if [[ -z "${DATA_PATH}" ]]; then
 fi
 # A script path, not a console script: it sits beside the examples in the checkout (and in the
 # image), and `python path/to/tools/x.py` imports the installed package, not the working dir's.
-PRETRAIN_HOPE_GPT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/tools/pretrain_hope_gpt.py"
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PRETRAIN_HOPE_GPT="${PRETRAIN_HOPE_GPT:-${REPO_DIR}/tools/pretrain_hope_gpt.py}"
 
 # HoPE and its ablations take the training length L of eq. 6 (= --seq-length, said explicitly).
 HOPE_ARGS=()

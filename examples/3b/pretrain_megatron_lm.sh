@@ -13,7 +13,7 @@
 #      (git clone --depth 1 --branch core_v0.19.0 https://github.com/NVIDIA/Megatron-LM).
 #   2. HoPE:       bash examples/3b/pretrain_megatron_lm.sh
 #      RoPE twin:  POSITION_EMBEDDING_TYPE=rope bash examples/3b/pretrain_megatron_lm.sh
-#   3. Short trial: EXIT_INTERVAL=50 bash examples/3b/pretrain_megatron_lm.sh (stops after 50 steps).
+#   3. Short trial (stops after 50 steps): EXIT_INTERVAL=50 bash examples/3b/pretrain_megatron_lm.sh
 #   4. See the command without running it: DRY_RUN=1 bash examples/3b/pretrain_megatron_lm.sh
 #   Re-running the same command resumes from $RUN_DIR/checkpoints (Megatron-LM's --load). Its
 #   checkpoints and hope-pretrain's interchange (README "Already on Megatron-LM?").
@@ -72,7 +72,8 @@ if [[ -z "${DATA_PATH}" ]]; then
 fi
 # A script path, not a console script: it sits beside the examples in the checkout (and in the
 # image), and `python path/to/tools/x.py` imports the installed package, not the working dir's.
-PRETRAIN_HOPE_GPT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/tools/pretrain_hope_gpt.py"
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PRETRAIN_HOPE_GPT="${PRETRAIN_HOPE_GPT:-${REPO_DIR}/tools/pretrain_hope_gpt.py}"
 
 # HoPE and its ablations take the training length L of eq. 6 (= --seq-length, said explicitly).
 HOPE_ARGS=()
