@@ -74,6 +74,9 @@ Megatron-LM's parser as `rope` and `none` plus our type."""
 VARIANTS = {**SCRIPT_VARIANTS, **ENCODINGS}
 HOPE_ONLY = {"keep_last_checkpoints"}
 """`hope-pretrain` flags Megatron-LM lacks (it keeps every checkpoint)."""
+COMMON_VARIABLES = {"RUN_DIR": "/runs/example", "MEGATRON_LM_PATH": "/opt/megatron-lm"}
+"""What both twins get: one absolute run dir (so the paths compare; a dry run creates nothing),
+a Megatron-LM checkout."""
 
 
 def test_every_megatron_lm_script_has_a_twin():
@@ -93,11 +96,6 @@ def megatron_lm_command(script: Path, tmp_path: Path, variant: str) -> tuple[lis
     words = dry_run(script, tmp_path, **COMMON_VARIABLES, **VARIANTS[variant])
     launcher = next(i for i, word in enumerate(words) if Path(word).name == LAUNCHER)
     return words[launcher + 1:], world_size(script, words)
-
-
-COMMON_VARIABLES = {"RUN_DIR": "/runs/example", "MEGATRON_LM_PATH": "/opt/megatron-lm"}
-"""What both twins get: one absolute run dir (so the paths compare; a dry run creates nothing),
-a Megatron-LM checkout."""
 
 
 # -- Megatron-LM's parser, in a subprocess ----------------------------------------------------
