@@ -15,7 +15,8 @@ Usable from a user's own Megatron-LM script too:
   `gpt_builder` (specs, MoE, MTP, VPP stage, `pg_collection`, yaml config: every choice stays
   upstream's) and only swaps the class it instantiates for `HopeGPTModel`. Without a HoPE
   type (Megatron-LM's learned_absolute, yarn, mrope, relative, or its RoPE with
-  `--rotary-percent`) it is Megatron-LM's GPTModel, unchanged.
+  `--rotary-percent`) it is Megatron-LM's GPTModel, unchanged. From core_v0.19.0 on, the
+  ModelConfig path does the same through `model_builders` (`HopeGPTModelConfig`).
 - `write_checkpoint_run_metadata`: `hope_run.json` beside a checkpoint Megatron-LM saved, as
   `hope-pretrain` writes it, so `hope-convert`, `hope-eval` and `hope-pretrain --load` read it.
 """
@@ -114,20 +115,22 @@ def position_encoding_from_args(args: argparse.Namespace) -> PositionEncodingCon
     )
 
 
-def _hope_model_class(encoding: PositionEncodingConfig):
-    """Stands in for `GPTModel` in Megatron-LM's `gpt_builder`: takes the keywords it passes and
-    builds `HopeGPTModel`, whose rotary module is decided by `encoding` alone."""
+def hope_model_factory(model_class, encoding: PositionEncodingConfig):
+    """Stands in for `GPTModel` (or `HybridModel`) in Megatron-LM's builders: takes the keywords
+    they pass and builds `model_class` (`HopeGPTModel`, `HopeHybridModel`), whose rotary module
+    is decided by `encoding` alone (the rotary keywords it drops are upstream's choice)."""
 
     def build(*, position_embedding_type=None, rotary_percent=1.0, rotary_base=None,
-              rope_scaling=False, **gpt_model_kwargs) -> HopeGPTModel:
-        return HopeGPTModel(position_encoding=encoding, **gpt_model_kwargs)
+              rope_scaling=False, **model_kwargs):
+        return model_class(position_encoding=encoding, **model_kwargs)
 
     return build
 
 
 @contextlib.contextmanager
-def _builds(module: Any, class_name: str, replacement: Any):
-    """`module.class_name` is `replacement` for the duration of one model build."""
+def class_swapped(module: Any, class_name: str, replacement: Any):
+    """`module.class_name` is `replacement` for the duration of one model build: upstream's
+    builder runs unchanged and instantiates ours."""
     if not hasattr(module, class_name):
         raise ValueError(
             f"{module.__name__} has no {class_name}: this Megatron-LM version is not one "
@@ -150,7 +153,7 @@ def hope_gpt_builder(args, pre_process, post_process, vp_stage=None, config=None
     if encoding is None:
         return gpt_builders.gpt_builder(args, pre_process, post_process, vp_stage,
                                         config=config, pg_collection=pg_collection)
-    with _builds(gpt_builders, "GPTModel", _hope_model_class(encoding)):
+    with class_swapped(gpt_builders, "GPTModel", hope_model_factory(HopeGPTModel, encoding)):
         return gpt_builders.gpt_builder(args, pre_process, post_process, vp_stage,
                                         config=config, pg_collection=pg_collection)
 
