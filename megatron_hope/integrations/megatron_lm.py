@@ -118,7 +118,7 @@ def position_encoding_from_args(args: argparse.Namespace) -> PositionEncodingCon
 def hope_model_factory(model_class, encoding: PositionEncodingConfig):
     """Stands in for `GPTModel` (or `HybridModel`) in Megatron-LM's builders: takes the keywords
     they pass and builds `model_class` (`HopeGPTModel`, `HopeHybridModel`), whose rotary module
-    is decided by `encoding` alone (the rotary keywords it drops are upstream's choice)."""
+    is decided by `encoding` alone (it drops the rotary keywords the builder passes)."""
 
     def build(*, position_embedding_type=None, rotary_percent=1.0, rotary_base=None,
               rope_scaling=False, **model_kwargs):
