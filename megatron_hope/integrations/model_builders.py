@@ -25,6 +25,7 @@ megatron-core 0.19.x wheel ships a copy of `megatron.training`, a checkout first
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 try:
@@ -41,11 +42,7 @@ except ImportError as error:  # no megatron.training, or core_v0.16.1's (no mode
         "partial(model_provider, hope_gpt_builder) from megatron_hope.integrations.megatron_lm"
     ) from error
 
-from megatron_hope.integrations.megatron_lm import (
-    class_swapped,
-    hope_model_factory,
-    position_encoding_from_args,
-)
+from megatron_hope.integrations.megatron_lm import built_as, position_encoding_from_args
 from megatron_hope.megatron.hybrid import hope_hybrid_model_class
 from megatron_hope.megatron.model import HopeGPTModel
 from megatron_hope.rope.config import PositionEncodingConfig
@@ -95,9 +92,9 @@ class HopeGPTModelBuilder(upstream_gpt.GPTModelBuilder):
     """Megatron-LM's `GPTModelBuilder`, instantiating `HopeGPTModel`."""
 
     def build_model(self, pg_collection, pre_process=None, post_process=None, vp_stage=None):
-        factory = hope_model_factory(HopeGPTModel, checked_position_encoding(self._model_config))
-        with class_swapped(upstream_gpt, "GPTModel", factory):
-            return super().build_model(pg_collection, pre_process, post_process, vp_stage)
+        encoding = checked_position_encoding(self._model_config)
+        build = partial(super().build_model, pg_collection, pre_process, post_process, vp_stage)
+        return built_as(HopeGPTModel, encoding, upstream_gpt, "GPTModel", build)
 
 
 class HopeHybridModelBuilder(upstream_hybrid.HybridModelBuilder):
@@ -105,9 +102,9 @@ class HopeHybridModelBuilder(upstream_hybrid.HybridModelBuilder):
 
     def build_model(self, pg_collection, pre_process=None, post_process=None, vp_stage=None):
         encoding = checked_position_encoding(self._model_config)
-        factory = hope_model_factory(hope_hybrid_model_class(), encoding)
-        with class_swapped(upstream_hybrid, "HybridModel", factory):
-            return super().build_model(pg_collection, pre_process, post_process, vp_stage)
+        build = partial(super().build_model, pg_collection, pre_process, post_process, vp_stage)
+        return built_as(hope_hybrid_model_class(), encoding, upstream_hybrid, "HybridModel",
+                        build)
 
 
 def _model_config_from_args(args, upstream_from_args, hope_config_cls, modelopt_config_cls):
