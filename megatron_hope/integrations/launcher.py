@@ -37,6 +37,9 @@ ENV_VAR = "MEGATRON_LM_PATH"
 PATH_FLAG = "--megatron-lm-path"
 TESTED_TAGS = {"0.16": "core_v0.16.1", "0.19": "core_v0.19.0"}
 ARGS_DEFAULTS = {"tokenizer_type": "GPT2BPETokenizer"}  # as Megatron-LM's pretrain scripts
+MODEL_CONFIG_PATH = "megatron/training/models"
+"""Where a checkout has Megatron-LM's ModelConfig path (core_v0.19.0 on; Megatron-LM main drops
+the legacy `gpt_builders.py`/`model_provider.py` for it)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class PretrainScript:
     """The oldest tested tag that has it."""
     writes_run_metadata: bool
     """`hope_run.json` on each save: our tools read GPT checkpoints only."""
+    legacy_needed: tuple[str, ...] = ()
+    """More files, in a checkout without the ModelConfig path (`MODEL_CONFIG_PATH`)."""
 
     @property
     def tool(self) -> str:
@@ -63,8 +68,8 @@ class PretrainScript:
 
 GPT = PretrainScript(
     "pretrain_gpt", "gpt_model_config_from_args", "ModelOptModelConfig",
-    ("pretrain_gpt.py", "gpt_builders.py", "model_provider.py", "megatron/training/training.py"),
-    "core_v0.16.1", writes_run_metadata=True)
+    ("pretrain_gpt.py", "megatron/training/training.py"), "core_v0.16.1",
+    writes_run_metadata=True, legacy_needed=("gpt_builders.py", "model_provider.py"))
 HYBRID = PretrainScript(
     "pretrain_hybrid", "hybrid_model_config_from_args", "ModelOptHybridModelConfig",
     ("pretrain_hybrid.py", "megatron/training/models/hybrid.py", "megatron/training/training.py"),
@@ -91,7 +96,9 @@ def find_megatron_lm(path: str | None, script: PretrainScript = GPT) -> Path:
         raise ValueError(f"Megatron-LM's training loop is not part of megatron-core: "
                          f"{_how_to_get_it(script.oldest_tag)}")
     folder = Path(given).expanduser().resolve()
-    missing = [name for name in script.needed if not (folder / name).is_file()]
+    legacy = not (folder / MODEL_CONFIG_PATH).is_dir()
+    needed = script.needed + (script.legacy_needed if legacy else ())
+    missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
         raise ValueError(f"{folder} is not a Megatron-LM checkout {script.module}.py runs on (no "
                          f"{', '.join(missing)}): {_how_to_get_it(script.oldest_tag)}")

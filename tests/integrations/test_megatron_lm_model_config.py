@@ -42,7 +42,7 @@ LEGACY_ITERS = 2
 LEGACY_BUILDER_LINE = "building GPT model ..."
 
 
-def _parsed_model_config(script, flags: list[str]):
+def _parsed_container(script, flags: list[str]):
     """The launcher's container for `flags`, parsed by Megatron-LM's parser as in a run."""
     import importlib
 
@@ -68,11 +68,11 @@ def _model_configs(rank, folder, yaml_path):
     from megatron_hope.integrations.launcher import GPT, HYBRID
 
     flags = runs.model_flags("unused-data-prefix")
-    gpt = _parsed_model_config(GPT, flags).model
+    gpt = _parsed_container(GPT, flags).model
     hope_args = get_args()
-    own = _parsed_model_config(GPT, runs.model_flags(
+    own = _parsed_container(GPT, runs.model_flags(
         "unused-data-prefix", encoding=("--position-embedding-type", "learned_absolute")))
-    hybrid_container = _parsed_model_config(
+    hybrid_container = _parsed_container(
         HYBRID, [*flags, "--hybrid-layer-pattern", HYBRID_PATTERN])
     hybrid = hybrid_container.model
     hybrid_container.to_yaml(yaml_path)
