@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--target-tensor-parallel-size", type=int, default=1)
     group.add_argument("--target-pipeline-parallel-size", type=int, default=1)
     # Switch the encoding on import (e.g. hope for a RoPE model); the base is the model's.
-    add_position_encoding_arguments(group, rotary_base=False, default_type=None)
+    add_position_encoding_arguments(group, rotary_base=False, default_type=None,
+                                    rotary_percent=False)
     group.add_argument("--seq-length", type=int, default=None)
     return parser
 

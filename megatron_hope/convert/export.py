@@ -43,6 +43,7 @@ from megatron_hope.convert.safetensors_stream import Entry, StreamingSafetensors
 from megatron_hope.convert.staging import staged_directory
 from megatron_hope.convert.tokenizer_files import special_token_ids, write_tokenizer_files
 from megatron_hope.flag_checks import check_range
+from megatron_hope.rope.layout import qk_row_order
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +217,8 @@ def export_checkpoint(options: ExportOptions) -> ExportResult:
     geo = weight_map.Geometry(
         arch.num_attention_heads, arch.query_groups, arch.head_dim, hf_vocab,
         reader.padded_vocab_size,
-        rotated_pairs=encoding.rotated_pairs if options.target == "phi3" else None)
+        qk_row_order=qk_row_order(arch.head_dim, encoding.rotated_pairs, encoding.rotary_block,
+                                  hf_block=options.target == "phi3"))
     entries = plan_entries(reader, rules, geo, options.target, dtype)
 
     with staged_directory(save_dir) as staging:

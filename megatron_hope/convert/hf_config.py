@@ -12,6 +12,11 @@ the number of rotated pairs and d the head dim:
                               b^(-2j/d) reproduces the original frequencies. Written both in
                               rope_parameters (5.x) and top level (4.x reads only those).
 
+Megatron-LM's --rotary-percent p (RoPE at b^(-2j/r) over its first r = int(p d) dims, a =
+ceil(r/2) pairs (j, j + a)) is the full-width RoPE of base b^(d/r) cut after a pairs, held in a
+leading block: Phi3 takes its rows as they are (rope_theta b^(2a/r), which is b for even r),
+Llama proportional (rope_theta b^(d/r)) after the rows move to full-width pairs.
+
 HF derives the rotated width with `int(d * p)` (Phi3) or `int(p * d // 2)` (proportional), which
 rounds 2a/d down to 2a - 1 (or a - 1) for some (d, a), e.g. d = 44, a = 15. The factor is nudged
 up by ulps until HF's own formula gives back a, and `check_hf_frequencies` builds the target's
@@ -38,8 +43,16 @@ import torch
 
 from megatron_hope.convert.mcore_checkpoint import ConversionError
 from megatron_hope.megatron.model import ModelArchitecture
-from megatron_hope.rope.frequencies import rope_inv_freq, rope_inv_freq_float64
-from megatron_hope.rope.scaling import RopeScaling, scaled_inv_freq
+from megatron_hope.rope.frequencies import (
+    rope_inv_freq,
+    rope_inv_freq_float64,
+    rotary_percent_width,
+)
+from megatron_hope.rope.scaling import (
+    RopeScaling,
+    check_scaling_of_rotary_percent,
+    scaled_inv_freq,
+)
 
 
 def _proportional_angles(p: float, d: int) -> int:
@@ -106,7 +119,17 @@ def rotary_fields(arch: ModelArchitecture, target: str, scaling: RopeScaling | N
     d, b = arch.head_dim, float(encoding.rotary_base)
     inv = encoding.inv_freq()
     a = int((inv != 0).sum())
-    original = rope_inv_freq(d, b)
+    if encoding.rotary_block:
+        # Megatron-LM's --rotary-percent: b^(-2j/r) over r = int(p d) dims is the full-width
+        # RoPE of base b^(d/r), cut after a pairs; the rows move between layouts (weight_map).
+        try:
+            check_scaling_of_rotary_percent(encoding.rotary_percent, scaling)
+        except ValueError as error:
+            raise ConversionError(str(error)) from None
+        b = b ** (d / rotary_percent_width(d, encoding.rotary_percent))
+        original = inv
+    else:
+        original = rope_inv_freq(d, b)
     prefix = bool((inv[:a] == original[:a]).all()) and bool((inv[a:] == 0).all())
     if not prefix:
         raise ConversionError(

@@ -34,6 +34,7 @@ from megatron_hope.flag_checks import check_range, flag
 from megatron_hope.megatron.model import ModelArchitecture, padded_vocab_size
 from megatron_hope.rope.config import PositionEncodingConfig
 from megatron_hope.rope.frequencies import POSITION_ENCODING_TYPES
+from megatron_hope.rope.layout import qk_row_order
 from megatron_hope.training.run_metadata import RunMetadata
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ def import_checkpoint(options: ImportOptions) -> Path:
                                else None)
     geo = weight_map.Geometry(
         arch.num_attention_heads, arch.query_groups, arch.head_dim, hf_vocab, padded,
-        rotated_pairs=_phi3_rotated_pairs(hf_dir, arch) if target == "phi3" else None)
+        qk_row_order=_hf_row_order(hf_dir, arch, target))
     rules = rules_for(arch, weight_map.RULES[target])
     needed = [weight_map.expand(t, layer) for rule in rules
               for layer in (range(arch.num_layers) if rule.per_layer else [None])
@@ -282,10 +283,21 @@ def import_checkpoint(options: ImportOptions) -> Path:
     return save_dir
 
 
-def _phi3_rotated_pairs(hf_dir: Path, arch: ModelArchitecture) -> int:
-    """The pairs whose q/k rows the Phi3 checkpoint holds in block order (HF's `int(d * p)`);
-    the inverse permutation depends only on them, whatever encoding the import switches to."""
+def _hf_row_order(hf_dir: Path, arch: ModelArchitecture, target: str) -> torch.Tensor | None:
+    """The order the HF checkpoint holds each q/k head's rows in, relative to the Megatron model
+    it came from: a Phi3 block of HF's `int(d * p)` dims over our full-width pairs, or Llama's
+    full-width pairs over a Megatron-LM `--rotary-percent` block (`megatron_hope.json` says
+    which). It depends only on the file, whatever encoding the import switches to."""
     config = _read_json(hf_dir / "config.json")
-    params = config.get("rope_parameters") or {}
-    fraction = float(params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)))
-    return int(arch.head_dim * fraction) // 2
+    provenance_path = hf_dir / PROVENANCE_FILE_NAME
+    source = (PositionEncodingConfig.from_dict(_read_json(provenance_path)["position_encoding"])
+              if provenance_path.is_file() else None)
+    model_block = source is not None and source.rotary_block
+    if target == "phi3":
+        params = config.get("rope_parameters") or {}
+        fraction = float(params.get("partial_rotary_factor",
+                                    config.get("partial_rotary_factor", 1.0)))
+        pairs = int(arch.head_dim * fraction) // 2
+    else:
+        pairs = source.rotated_pairs if model_block else 0
+    return qk_row_order(arch.head_dim, pairs, model_block, hf_block=target == "phi3")

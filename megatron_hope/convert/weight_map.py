@@ -18,8 +18,9 @@ Transforms (all pure functions of tensors; `to_hf` and `from_hf` are exact inver
 
 Phi3's partial rotary rotates a contiguous block of each head (`q[..., :2a]`, rotate-half inside
 it) and passes the rest through; we rotate the full head with pairs (i, i + d/2) and zero
-frequencies for the position-independent pairs (eq. 7). `rotary_block_permutation` reorders each
-head's q/k rows so that the a rotated pairs form that block.
+frequencies for the position-independent pairs (eq. 7). `Geometry.qk_row_order`
+(`rope.layout.qk_row_order`) reorders each head's q/k rows so that the a rotated pairs form that
+block, or, for Megatron-LM's `--rotary-percent` block exported to Llama, the reverse.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from megatron_hope.rope.layout import rotary_block_permutation
 
 LAYER_PREFIX = "decoder.layers.{i}."
 
@@ -159,8 +158,9 @@ class Geometry:
     """The tokenizer's vocabulary (HF side)."""
     padded_vocab_size: int
     """Megatron's padded vocabulary (rows in the checkpoint)."""
-    rotated_pairs: int | None = None
-    """Phi3 only: a, the pairs that carry position; None means no q/k permutation."""
+    qk_row_order: torch.Tensor | None = None
+    """`[head_dim]`: the HF row order of every q/k head (`rope.layout.qk_row_order`); None
+    means the rows stay in Megatron's order."""
 
     @property
     def heads_per_group(self) -> int:
@@ -205,10 +205,10 @@ def to_hf(rule: Rule, tensor: torch.Tensor, geo: Geometry, target: str) -> list[
         return [gate.contiguous(), up.contiguous()]
     if rule.transform == "qkv":
         q, k, v = qkv_to_hf(tensor, geo)
+        if geo.qk_row_order is not None:
+            order = geo.qk_row_order
+            q, k = _permute_heads(q, geo.head_dim, order), _permute_heads(k, geo.head_dim, order)
         if target == "phi3":
-            if geo.rotated_pairs is not None:
-                perm = rotary_block_permutation(geo.head_dim, geo.rotated_pairs)
-                q, k = _permute_heads(q, geo.head_dim, perm), _permute_heads(k, geo.head_dim, perm)
             return [torch.cat([q, k, v], dim=0)]
         return [q, k, v]
     raise ValueError(f"unknown transform {rule.transform!r}")
@@ -233,11 +233,11 @@ def from_hf(rule: Rule, tensors: list[torch.Tensor], geo: Geometry, target: str)
             [fused] = tensors
             d, h, g = geo.head_dim, geo.num_attention_heads, geo.num_query_groups
             q, k, v = torch.split(fused, [h * d, g * d, g * d], dim=0)
-            if geo.rotated_pairs is not None:
-                inverse = torch.argsort(rotary_block_permutation(d, geo.rotated_pairs))
-                q, k = _permute_heads(q, d, inverse), _permute_heads(k, d, inverse)
         else:
             q, k, v = tensors
+        if geo.qk_row_order is not None:
+            inverse, d = torch.argsort(geo.qk_row_order), geo.head_dim
+            q, k = _permute_heads(q, d, inverse), _permute_heads(k, d, inverse)
         return qkv_from_hf(q, k, v, geo)
     raise ValueError(f"unknown transform {rule.transform!r}")
 

@@ -14,7 +14,12 @@ from megatron_hope.eval.text_tokenizer import (
     tokenizer_from_hf,
 )
 from megatron_hope.rope.layout import rotary_block_permutation
-from megatron_hope.rope.scaling import RopeScaling, parse_rope_scaling, scaled_inv_freq
+from megatron_hope.rope.scaling import (
+    RopeScaling,
+    check_scaling_of_rotary_percent,
+    parse_rope_scaling,
+    scaled_inv_freq,
+)
 
 
 class _Capture(list):
@@ -109,6 +114,7 @@ class HFScorer(Scorer):
         if rotaries:
             block = rotaries[0].original_inv_freq if hasattr(rotaries[0], "original_inv_freq") \
                 else rotaries[0].inv_freq
+            check_scaling_of_rotary_percent(saved_encoding.get("rotary_percent", 1.0), scaling)
             if provenance.get("rope_scaling") and scaling is not None:
                 raise ValueError(f"--rope-scaling {scaling}: {model_dir} was exported with "
                                  f"--rope-scaling {provenance['rope_scaling']} already")

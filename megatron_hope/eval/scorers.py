@@ -34,7 +34,12 @@ from megatron_hope.eval.text_tokenizer import (
     TextTokenizer,
     text_tokenizer,
 )
-from megatron_hope.rope.scaling import RopeScaling, scaled_inv_freq
+from megatron_hope.rope.layout import rotary_block_permutation
+from megatron_hope.rope.scaling import (
+    RopeScaling,
+    check_scaling_of_rotary_percent,
+    scaled_inv_freq,
+)
 
 DEFAULT_MAX_EXTRAPOLATION = 8.0
 
@@ -72,6 +77,9 @@ class Scorer:
     info: dict[str, Any] = field(default_factory=dict)
     hard_max_length: int | None = None
     """A length the model cannot exceed at all (learned absolute positions), if any."""
+    dim_order: torch.Tensor | None = None
+    """`[d]`: how captured q/k dims are reordered into the analysis' full-width pairs
+    (i, i + d/2), for models that rotate a leading block (Phi3, `--rotary-percent`)."""
 
     # -- to implement --------------------------------------------------------------------------
     def _forward(self, tokens: torch.Tensor, capture: list[QK] | None) -> torch.Tensor:
@@ -164,15 +172,21 @@ class MegatronScorer(Scorer):
         arch = loaded.arch
         encoding = arch.position_encoding
         train_length = arch.seq_length
-        inv_freq = None
+        inv_freq = dim_order = None
         model = loaded.model
         if encoding.uses_rotary:
+            check_scaling_of_rotary_percent(encoding.rotary_percent, scaling)
             inv_freq, attention_factor = scaled_inv_freq(
                 encoding.inv_freq(), scaling, train_length, encoding.kv_channels,
                 encoding.rotary_base)
             rotary = model.rotary_pos_emb
-            rotary.inv_freq = inv_freq.to(device=rotary.inv_freq.device,
-                                          dtype=rotary.inv_freq.dtype)
+            # A --rotary-percent block keeps upstream's module: its frequencies only cover the
+            # block, and captured q/k go back to the analysis' full-width pairs.
+            kept = rotary.inv_freq.numel()
+            if encoding.rotary_block:
+                dim_order = torch.argsort(rotary_block_permutation(encoding.kv_channels, kept))
+            rotary.inv_freq = inv_freq[:kept].to(device=rotary.inv_freq.device,
+                                                 dtype=rotary.inv_freq.dtype)
             # RotaryEmbedding.forward is an lru_cache over (module, length): drop stale entries.
             cache_clear = getattr(type(rotary).forward, "cache_clear", None)
             if cache_clear is not None:
@@ -204,6 +218,7 @@ class MegatronScorer(Scorer):
         )
         scorer.loaded = loaded
         scorer.heads = arch.num_attention_heads
+        scorer.dim_order = dim_order
         return scorer
 
     def _forward(self, tokens: torch.Tensor, capture: list[QK] | None) -> torch.Tensor:
@@ -218,8 +233,10 @@ class MegatronScorer(Scorer):
                 def hook(module, args, kwargs, core=core):
                     query = kwargs["query"] if "query" in kwargs else args[0]
                     key = kwargs["key"] if "key" in kwargs else args[1]
-                    capture.append(QK(_as_bhsd(query, self.heads).cpu(),
-                                      _as_bhsd(key, self.heads).cpu(), float(core.softmax_scale)))
+                    query, key = _as_bhsd(query, self.heads).cpu(), _as_bhsd(key, self.heads).cpu()
+                    if self.dim_order is not None:
+                        query, key = query[..., self.dim_order], key[..., self.dim_order]
+                    capture.append(QK(query, key, float(core.softmax_scale)))
 
                 handles.append(core.register_forward_pre_hook(hook, with_kwargs=True))
         try:

@@ -52,7 +52,7 @@ def add_hope_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     plus `--hope-position-embedding-type hope`. `--rotary-base` stays Megatron-LM's.
     """
     add_position_encoding_arguments(parser, rotary_base=False, type_flag=HOPE_TYPE_FLAG,
-                                    default_type=None)
+                                    default_type=None, rotary_percent=False)
     return parser
 
 
@@ -95,12 +95,6 @@ def position_encoding_from_args(args: argparse.Namespace) -> PositionEncodingCon
             f"--position-embedding-type {kind!r} is not one of "
             f"{', '.join(POSITION_ENCODING_TYPES)}"
         )
-    if rotary_percent != 1.0:
-        raise ValueError(
-            f"--rotary-percent {rotary_percent} re-spreads RoPE's frequencies over part of the "
-            f"head; --position-embedding-type {kind} decides which pairs rotate itself: drop "
-            "--rotary-percent (p-RoPE's fraction is --rope-fraction)"
-        )
     if getattr(args, "use_rope_scaling", False):
         raise ValueError(
             f"--use-rope-scaling (Llama 3.1 frequency scaling) is not defined for "
@@ -113,6 +107,7 @@ def position_encoding_from_args(args: argparse.Namespace) -> PositionEncodingCon
         rotary_base=float(args.rotary_base),
         hope_train_length=args.hope_train_length or args.seq_length,
         rope_fraction=args.rope_fraction,
+        rotary_percent=rotary_percent,  # rope only: PositionEncodingConfig names the flag
     )
 
 
@@ -254,7 +249,8 @@ def checkpoint_position_encoding(args: argparse.Namespace) -> PositionEncodingCo
     """The position encoding of a checkpoint's Megatron-LM `args`: ours where the plug-in (or
     `hope-pretrain`) wrote them; Megatron-LM's own full-width RoPE, or no position embedding,
     as ours (the same model: `rope` is bit-identical to megatron-core's RotaryEmbedding); an
-    error naming the setting for what `HopeGPTModel` does not build."""
+    error naming the setting for what `HopeGPTModel` does not build. RoPE over a
+    `--rotary-percent` block is Megatron-LM's own rotary module inside `HopeGPTModel`."""
     encoding = position_encoding_from_args(args)
     if encoding is not None:
         return encoding
@@ -263,8 +259,6 @@ def checkpoint_position_encoding(args: argparse.Namespace) -> PositionEncodingCo
     rotary_percent = getattr(args, "rotary_percent", 1.0)
     unsupported = [
         setting for setting, present in (
-            (f"--rotary-percent {rotary_percent} (RoPE over the head's first dimensions with "
-             "its frequencies re-spread over them)", rotary_percent != 1.0),
             ("--use-rope-scaling", getattr(args, "use_rope_scaling", False)),
             ("--rotary-interleaved", getattr(args, "rotary_interleaved", False)),
             ("--rotary-seq-len-interpolation-factor",
@@ -273,12 +267,13 @@ def checkpoint_position_encoding(args: argparse.Namespace) -> PositionEncodingCo
     if kind == "none":
         return PositionEncodingConfig("none", kv_channels, float(args.rotary_base))
     if kind == "rope" and not unsupported:
-        return PositionEncodingConfig("rope", kv_channels, float(args.rotary_base))
+        return PositionEncodingConfig("rope", kv_channels, float(args.rotary_base),
+                                      rotary_percent=rotary_percent)
     raise ValueError(
         f"a Megatron-LM checkpoint with --position-embedding-type {kind}"
         + (f" and {', '.join(unsupported)}" if unsupported else "")
-        + ": not a model megatron-hope builds (it reads Megatron-LM's full-width RoPE, no "
-        "position embedding, and the HoPE family)")
+        + ": not a model megatron-hope builds (it reads Megatron-LM's RoPE, also with "
+        "--rotary-percent, no position embedding, and the HoPE family)")
 
 
 def run_metadata_from_checkpoint(directory: str | Path) -> checkpointing.RunMetadata | None:

@@ -5,6 +5,9 @@ context-parallel zigzag slicing, packed-sequence handling, `inv_freq` never ente
 dict, TE's fused kernel through `apply_rotary_pos_emb`) is inherited unchanged. The module always
 spans the full head (`rotary_percent=1.0`): position-independent pairs carry frequency 0, which
 every rotary path applies as cos 0 = 1, sin 0 = 0, i.e. exactly eq. 7 of the HoPE paper.
+
+The one exception is Megatron-LM's own RoPE over a `--rotary-percent` block (read from its
+checkpoints): that is upstream's module with upstream's frequencies, unchanged.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class HopeRotaryEmbedding(RotaryEmbedding):
             )
         super().__init__(
             kv_channels=position_encoding.kv_channels,
-            rotary_percent=1.0,
+            rotary_percent=position_encoding.rotary_percent,
             rotary_interleaved=rotary_interleaved,
             seq_len_interpolation_factor=seq_len_interpolation_factor,
             rotary_base=position_encoding.rotary_base,
@@ -50,6 +53,8 @@ class HopeRotaryEmbedding(RotaryEmbedding):
             cp_group=cp_group,
         )
         self.position_encoding = position_encoding
+        if position_encoding.rotary_block:
+            return
         # The one override: upstream's b^(-2i/d) becomes the chosen type's frequencies, with
         # zeros for position-independent pairs (same length d/2, same device and dtype).
         self.inv_freq = position_encoding.inv_freq().to(

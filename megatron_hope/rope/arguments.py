@@ -21,6 +21,7 @@ def add_position_encoding_arguments(
     type_flag: str = "--position-embedding-type",
     default_type: str | None = "hope",
     group_title: str | None = "position encoding",
+    rotary_percent: bool = True,
 ) -> ArgumentContainer:
     """Add the HoPE flags to `parser` (in a group titled `group_title`, or straight into
     `parser` when it is itself a group or the title is None); returns where they went.
@@ -29,7 +30,8 @@ def add_position_encoding_arguments(
     leaves `--rotary-base` to Megatron-LM and the type goes under `type_flag`
     (`--hope-position-embedding-type`), since Megatron-LM keeps its own
     `--position-embedding-type` with fixed choices. `default_type=None` means "keep what the
-    model has" (`hope-convert --from-hf`).
+    model has" (`hope-convert --from-hf`). `rotary_percent=False` leaves `--rotary-percent` out
+    (Megatron-LM declares its own; an import keeps the model's).
     """
     group = (parser.add_argument_group(group_title)
              if group_title and isinstance(parser, argparse.ArgumentParser) else parser)
@@ -45,4 +47,9 @@ def add_position_encoding_arguments(
                        "--seq-length)")
     group.add_argument("--rope-fraction", type=float, default=None,
                        help="p-rope: fraction p of the pairs, fastest first, that rotate")
+    if rotary_percent:
+        group.add_argument("--rotary-percent", type=float, default=1.0,
+                           help="rope only, Megatron-LM's flag: rotate the head's first "
+                           "int(p x kv-channels) dims with RoPE's frequencies re-spread over "
+                           "them (NOT HoPE or p-RoPE; for Megatron-LM runs that used it)")
     return group

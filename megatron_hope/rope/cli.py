@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             rotary_base=args.rotary_base,
             hope_train_length=args.hope_train_length,
             rope_fraction=args.rope_fraction,
+            rotary_percent=args.rotary_percent,
         )
         summary = describe(config)
     except ValueError as exc:

@@ -11,6 +11,7 @@ import torch
 from megatron_hope.rope.frequencies import (
     POSITION_ENCODING_TYPES,
     position_encoding_inv_freq,
+    rotary_percent_inv_freq,
     rotated_pair_count,
 )
 
@@ -38,6 +39,12 @@ class PositionEncodingConfig:
     """p-RoPE only: the fraction of pairs, highest frequencies first, that rotate
     (`--rope-fraction`)."""
 
+    rotary_percent: float = 1.0
+    """`rope` only: Megatron-LM's `--rotary-percent` p. RoPE over the head's first int(p d)
+    dimensions with its frequencies re-spread over them, pairs (j, j + a) inside that block
+    (`rotary_block`). Read from Megatron-LM's RoPE runs so they export and continue as what they
+    are; it is not HoPE (`rotary_percent_inv_freq`)."""
+
     def __post_init__(self) -> None:
         if self.position_embedding_type not in POSITION_ENCODING_TYPES:
             raise ValueError(
@@ -49,6 +56,13 @@ class PositionEncodingConfig:
                 f"--rope-fraction ({self.rope_fraction}) only applies to "
                 f"--position-embedding-type p-rope, not {self.position_embedding_type}"
             )
+        if self.rotary_percent != 1.0 and self.position_embedding_type != "rope":
+            raise ValueError(
+                f"--rotary-percent ({self.rotary_percent}) re-spreads RoPE's frequencies over part "
+                f"of the head; --position-embedding-type {self.position_embedding_type} decides "
+                "which pairs rotate itself: drop --rotary-percent (p-RoPE's fraction is "
+                "--rope-fraction)"
+            )
         # Computing the frequencies once validates every combination with one set of messages.
         self.inv_freq()
 
@@ -56,8 +70,18 @@ class PositionEncodingConfig:
     def uses_rotary(self) -> bool:
         return self.position_embedding_type in ROTARY_TYPES
 
+    @property
+    def rotary_block(self) -> bool:
+        """The rotated pairs sit in a leading block of the head, pairs (j, j + a) as Megatron-LM's
+        `--rotary-percent` rotates them, instead of our full-width pairs (i, i + d/2)."""
+        return self.rotary_percent != 1.0
+
     def inv_freq(self) -> torch.Tensor:
-        """Per-pair frequencies `[kv_channels // 2]`, zeros for position-independent pairs."""
+        """Per-pair frequencies `[kv_channels // 2]`, zeros for position-independent pairs
+        (in rotation order; `rotary_block` says where each pair's dimensions sit)."""
+        if self.rotary_block:
+            return rotary_percent_inv_freq(self.kv_channels, self.rotary_base,
+                                           self.rotary_percent)
         return position_encoding_inv_freq(
             self.position_embedding_type,
             self.kv_channels,
@@ -71,7 +95,10 @@ class PositionEncodingConfig:
         return rotated_pair_count(self.inv_freq())
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if not self.rotary_block:  # the metadata of every full-width model stays as it was
+            del values["rotary_percent"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PositionEncodingConfig:

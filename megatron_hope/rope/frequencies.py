@@ -86,6 +86,38 @@ def p_rope_kept_pairs(kv_channels: int, rope_fraction: float) -> int:
     return math.floor(rope_fraction * (kv_channels // 2) + 1e-9)
 
 
+def rotary_percent_width(kv_channels: int, rotary_percent: float) -> int:
+    """The leading dimensions Megatron-LM's `--rotary-percent` p rotates: `int(d * p)`, as
+    megatron-core's `RotaryEmbedding` computes it (an odd width rotates one more dimension: its
+    frequencies are `arange(0, width, 2)`, each applied to a pair)."""
+    if not 0.0 < rotary_percent <= 1.0:
+        raise ValueError(f"--rotary-percent ({rotary_percent}) must be in (0, 1]")
+    width = kv_channels if rotary_percent == 1.0 else int(kv_channels * rotary_percent)
+    if width == 0:
+        raise ValueError(
+            f"--rotary-percent ({rotary_percent}) rotates int({kv_channels} x {rotary_percent}) "
+            f"= 0 of the {kv_channels} head dimensions; raise it to at least "
+            f"{1.0 / kv_channels:.4g}")
+    return width
+
+
+def rotary_percent_inv_freq(kv_channels: int, rotary_base: float,
+                            rotary_percent: float) -> torch.Tensor:
+    """Megatron-LM's RoPE with `--rotary-percent` p, `[d/2]` float32: with r = int(d p), the
+    first ceil(r/2) pairs turn at b^(-2j/r) (RoPE's frequencies re-spread over the smaller
+    width, computed as megatron-core computes them), the rest are 0.
+
+    These pairs are (j, j + ceil(r/2)) inside the head's leading block, not (i, i + d/2): see
+    `PositionEncodingConfig.rotary_block`. Not HoPE: the same set is p-RoPE at base b^(d/r).
+    """
+    _validate_geometry(kv_channels, rotary_base)
+    width = rotary_percent_width(kv_channels, rotary_percent)
+    block = 1.0 / (rotary_base ** (torch.arange(0, width, 2, dtype=torch.float32) / width))
+    frequencies = torch.zeros(kv_channels // 2, dtype=torch.float32)
+    frequencies[: block.numel()] = block
+    return frequencies
+
+
 def _validate_geometry(kv_channels: int, rotary_base: float) -> None:
     if kv_channels <= 0 or kv_channels % 2:
         raise ValueError(

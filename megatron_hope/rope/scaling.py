@@ -84,6 +84,14 @@ def parse_rope_scaling(text: str | None) -> RopeScaling | None:
     return RopeScaling.parse(text)
 
 
+def check_scaling_of_rotary_percent(rotary_percent: float, scaling: RopeScaling | None) -> None:
+    """YaRN on Megatron-LM's `--rotary-percent` RoPE: refused (ValueError naming both flags)."""
+    if rotary_percent != 1.0 and scaling is not None and scaling.kind == "yarn":
+        raise ValueError(
+            f"--rope-scaling yarn on a --rotary-percent {rotary_percent} model: YaRN's ramp is "
+            "defined over RoPE's own frequencies, not re-spread ones; use linear:F")
+
+
 def yarn_attention_factor(factor: float) -> float:
     """YaRN's cos/sin multiplier sqrt(1/t) = 0.1 ln F + 1 (1 for F <= 1)."""
     return 0.1 * math.log(factor) + 1.0 if factor > 1.0 else 1.0

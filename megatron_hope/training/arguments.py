@@ -181,6 +181,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         rotary_base=args.rotary_base,
         hope_train_length=args.hope_train_length or args.seq_length,
         rope_fraction=args.rope_fraction,
+        rotary_percent=args.rotary_percent,
     )
     arch = _from_args(
         ModelArchitecture, args, position_encoding=encoding,

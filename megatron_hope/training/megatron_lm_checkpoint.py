@@ -64,7 +64,7 @@ def checkpoint_args(config, arch, padded_vocab_size: int, layout: dict[str, int]
         use_rotary_position_embeddings=hope_kind != "none",
         add_position_embedding=True,  # Megatron-LM's default; only learned_absolute reads it
         rotary_base=encoding.rotary_base,
-        rotary_percent=1.0,
+        rotary_percent=encoding.rotary_percent,
         rotary_interleaved=False,
         squared_relu=False,
         apply_layernorm_1p=False,

@@ -5,14 +5,16 @@ from __future__ import annotations
 SEQ_LENGTH = 64
 
 
-def tiny_config(data, kind="hope", untie=True, query_groups=2, rope_fraction=None, **changes):
+def tiny_config(data, kind="hope", untie=True, query_groups=2, rope_fraction=None,
+                rotary_percent=1.0, **changes):
     """A 2-layer Llama-style model (SwiGLU, RMSNorm, no biases), 2 iterations."""
     from megatron_hope.megatron.model import ModelArchitecture
     from megatron_hope.rope.config import PositionEncodingConfig
     from megatron_hope.training.config import PretrainConfig
 
     encoding = PositionEncodingConfig(
-        kind, 16, 10000.0, SEQ_LENGTH if kind == "hope" else None, rope_fraction)
+        kind, 16, 10000.0, SEQ_LENGTH if kind == "hope" else None, rope_fraction,
+        rotary_percent)
     arch = ModelArchitecture(
         num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=SEQ_LENGTH,
         vocab_size=data["vocab_size"], num_query_groups=query_groups, position_encoding=encoding,
@@ -53,6 +55,8 @@ CHECKPOINTS = {
     "prope_pp2_untied": (2, {"kind": "p-rope", "rope_fraction": 0.5},
                          {"pipeline_model_parallel_size": 2}),
     "rope_tp1_mha_tied": (1, {"kind": "rope", "untie": False, "query_groups": None}, {}),
+    # Megatron-LM's --rotary-percent: int(16 x 0.6) = 9 dims, an odd width (5 pairs, 10 dims).
+    "rotary_percent_tp1": (1, {"kind": "rope", "rotary_percent": 0.6}, {}),
 }
 
 

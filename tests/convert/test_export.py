@@ -230,3 +230,32 @@ def test_bfloat16_export_is_verified_at_its_precision(exports):
     shard = next(Path(result["save_dir"]).glob("model-*.safetensors"))
     with safe_open(str(shard), "pt") as handle:
         assert handle.get_tensor("model.norm.weight").dtype == torch.bfloat16
+
+
+def _attention_of_each(rank, sources, out):
+    from megatron_hope.eval import cli
+
+    return [cli.main(["attention", flag, where, "--samples", "3", "--lengths", "48",
+                      "--no-progress", "--output-dir", f"{out}/{name}"])
+            for name, (flag, where) in sources.items()]
+
+
+def test_rotary_percent_attention_analysis_agrees_across_layouts(exports, checkpoints, tmp_path):
+    """Megatron-LM's block RoPE seen three ways: the Megatron checkpoint (upstream's block
+    module), its Phi3 export (the same block) and its Llama export (rows moved to full-width
+    pairs). `hope-eval attention` puts each into the analysis' full-width pairs: the same bands,
+    logits and eq. 5 VAF."""
+    sources = {"megatron": ("--load", checkpoints["rotary_percent_tp1"])}
+    for target in ("phi3", "llama"):
+        sources[target] = ("--hf-model", exports[f"rotary_percent_tp1-{target}"]["save_dir"])
+    [codes] = run_on_ranks(1, _attention_of_each, sources, str(tmp_path))
+    assert codes == [0, 0, 0]
+    results = {name: json.loads((tmp_path / name / "attention.json").read_text())["result"]
+               for name in sources}
+    reference = results["megatron"]
+    assert reference["bands"].count("independent") == 3  # 5 of 8 pairs rotate
+    for name in ("phi3", "llama"):
+        assert results[name]["bands"] == reference["bands"], name
+        first, want = results[name]["results"][0], reference["results"][0]
+        assert first["logits"] == pytest.approx(want["logits"], abs=1e-4), name
+        assert first["vaf"] == pytest.approx(want["vaf"], abs=1e-2), name

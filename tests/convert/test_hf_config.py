@@ -130,3 +130,29 @@ def test_no_rope_layers_are_a_clear_error(target):
     arch = llama_style(hope, num_layers=2, no_rope_freq=(0, 1))
     with pytest.raises(ConversionError, match=r"--no-rope-freq layers \[1\]"):
         build_hf_config(arch, target, 100, 0, 1, torch.float32)
+
+
+@pytest.mark.parametrize("d,rotary_percent", [(64, 0.5), (16, 0.6), (128, 0.3)])
+def test_megatron_lm_rotary_percent_configs(d, rotary_percent):
+    """Megatron-LM's block RoPE (r = int(p d) dims at b^(-2j/r)), checked against that
+    definition: Phi3 rotates the block with base b^(2a/r) (b for even r), Llama's proportional
+    RoPE holds the same frequencies at base b^(d/r); YaRN is refused, linear scaling divides."""
+    width = int(d * rotary_percent)
+    pairs = (width + 1) // 2
+    definition = torch.tensor([10000.0 ** (-2.0 * j / width) for j in range(pairs)],
+                              dtype=torch.float64)
+    encoding = PositionEncodingConfig("rope", d, 10000.0, rotary_percent=rotary_percent)
+    for target, theta in (("phi3", 10000.0 ** (2 * pairs / width)),
+                          ("llama", 10000.0 ** (d / width))):
+        config, rotary = build_hf_config(llama_style(encoding), target, 100, 0, 1, torch.float32)
+        check_hf_frequencies(config, rotary)
+        assert config["rope_theta"] == pytest.approx(theta, rel=1e-12)
+        inv, scaling = hf_rotary_frequencies(config)
+        assert scaling == 1.0 and int((inv != 0).sum()) == pairs
+        assert torch.allclose(inv[:pairs], definition, rtol=1e-6, atol=0)
+        linear, _ = build_hf_config(llama_style(encoding), target, 100, 0, 1, torch.float32,
+                                    RopeScaling.parse("linear:2"))
+        assert torch.allclose(hf_rotary_frequencies(linear)[0][:pairs], definition / 2, rtol=1e-6)
+        with pytest.raises(ConversionError, match="--rope-scaling yarn on a --rotary-percent"):
+            build_hf_config(llama_style(encoding), target, 100, 0, 1, torch.float32,
+                            RopeScaling.parse("yarn:4"))

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from megatron_hope.convert import weight_map
-from megatron_hope.convert.weight_map import Geometry, rotary_block_permutation
+from megatron_hope.convert.weight_map import Geometry
+from megatron_hope.rope.layout import qk_row_order, rotary_block_permutation
 
 
 @pytest.mark.parametrize("heads,groups", [(4, 4), (4, 2), (8, 1)])
@@ -24,9 +25,12 @@ def test_qkv_split_merge_round_trip(heads, groups):
     assert torch.equal(q.reshape(groups, per, d, hidden), block[:, :per])
 
 
+@pytest.mark.parametrize("model_block", [False, True], ids=["full-width", "rotary-block"])
 @pytest.mark.parametrize("target", weight_map.TARGETS)
-def test_every_rule_round_trips(target):
-    geo = Geometry(4, 2, 8, 10, 16, rotated_pairs=3 if target == "phi3" else None)
+def test_every_rule_round_trips(target, model_block):
+    order = qk_row_order(8, 3, model_block, hf_block=target == "phi3")
+    assert (order is None) == (model_block == (target == "phi3"))
+    geo = Geometry(4, 2, 8, 10, 16, qk_row_order=order)
     shapes = {"qkv": ((4 + 4) * 8, 32), "fc1": (2 * 24, 32), "vocab": (16, 32), "copy": (32,)}
     for rule in weight_map.RULES[target]:
         tensor = torch.randn(shapes[rule.transform])

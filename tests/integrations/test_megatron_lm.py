@@ -46,9 +46,13 @@ def test_megatron_lms_own_encodings_read_as_ours_or_are_named():
     args = argparse.Namespace(position_embedding_type="rope", rotary_percent=1.0, kv_channels=None,
                               hidden_size=64, num_attention_heads=4, rotary_base=10000)
     assert checkpoint_position_encoding(args).to_dict()["position_embedding_type"] == "rope"
-    args.rotary_percent = 0.5
-    with pytest.raises(ValueError, match=r"--rotary-percent 0\.5"):
+    args.rotary_percent = 0.5  # Megatron-LM's block RoPE: upstream's module, read as it is
+    encoding = checkpoint_position_encoding(args)
+    assert encoding.rotary_block and encoding.rotary_percent == 0.5
+    args.use_rope_scaling = True
+    with pytest.raises(ValueError, match=r"--use-rope-scaling"):
         checkpoint_position_encoding(args)
+    args.use_rope_scaling = False
     args.position_embedding_type, args.rotary_percent = "learned_absolute", 1.0
     with pytest.raises(ValueError, match="learned_absolute"):
         checkpoint_position_encoding(args)

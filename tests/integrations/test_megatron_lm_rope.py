@@ -3,12 +3,10 @@ flags, no `hope_run.json`) is read by our tools from the `args` in its checkpoin
 plain Llama with its logits, and continues as HoPE under either loop (a model-only load with a
 deliberate encoding switch), both loops again giving the same losses.
 
-Not covered: `--rotary-percent` below 1 (RoPE over the head's first p x d dimensions with
-frequencies re-spread over them, b^(-2i/(p d))). That model is p-RoPE at base b^(1/p) in a
-contiguous-block layout: HF's Phi3 expresses it as is (`partial_rotary_factor` p, `rope_theta`
-b), Llama only after permuting q/k rows to its full-width pairs (its `apply_rotary_pos_emb` is
-full-width: a `partial_rotary_factor` there breaks the shapes). Our reader refuses it, naming the
-flag (`test_megatron_lm.py`).
+Megatron-LM's `--rotary-percent` below 1 (RoPE over the head's first int(p d) dims with its
+frequencies re-spread over them, b^(-2j/r)) is read as what it is, upstream's block RoPE: it
+exports to Phi3 with its rows as they are and to Llama (proportional, base b^(d/r)) with its q/k
+rows moved to full-width pairs, both with Megatron's logits.
 """
 
 from __future__ import annotations
@@ -88,3 +86,41 @@ def test_continues_as_hope_under_either_loop(megatron_lm_folder, golden_data, ro
 
     continued = read_run_metadata(tmp_path / "hope")["position_encoding"]
     assert continued["position_embedding_type"] == "hope"
+
+
+@pytest.fixture(scope="module")
+def rotary_percent_run(megatron_lm_folder, golden_data, tmp_path_factory):
+    """Megatron-LM's own loop and model, RoPE over half of each head, two iterations."""
+    work = tmp_path_factory.mktemp("megatron_lm_rotary_percent")
+    flags = runs.model_flags(golden_data["prefix"], 2, encoding=(*ROPE, "--rotary-percent", "0.5"))
+    result = runs.run_megatron_lm(
+        megatron_lm_folder, [*flags, "--save", str(work / "checkpoints"), "--save-interval", "2"],
+        work, upstream=True)
+    return {**result, "save": work / "checkpoints"}
+
+
+def test_rotary_percent_run_exports_as_what_it_is(rotary_percent_run, golden_data, tmp_path):
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from megatron_hope.training.checkpointing import read_run_metadata
+
+    encoding = read_run_metadata(rotary_percent_run["save"])["position_encoding"]
+    assert encoding["position_embedding_type"] == "rope" and encoding["rotary_percent"] == 0.5
+    dataset = IndexedDataset(golden_data["prefix"])
+    tokens = torch.tensor(dataset[1][: runs.SEQ_LENGTH].astype("int64"))[None]
+    del dataset
+    jobs = {target: {"load_dir": str(rotary_percent_run["save"]), "target": target,
+                     "save_dir": str(tmp_path / target), "tokens": tokens}
+            for target in ("auto", "llama")}
+    [results] = run_on_ranks(1, helpers.export_many, jobs)
+    for target, result in results.items():
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            result["save_dir"], dtype=torch.float32).eval()
+        expected = "Phi3ForCausalLM" if target == "auto" else "LlamaForCausalLM"
+        assert type(model).__name__ == expected
+        assert model.model.rotary_emb.inv_freq.numel() == (4 if target == "auto" else 8)
+        with torch.no_grad():
+            difference = float((model(tokens).logits.float() - result["logits"]).abs().max())
+        print(f"Megatron-LM --rotary-percent 0.5 -> {expected}: export check "
+              f"{result['diff']:.2e}, HF logits {difference:.2e}")
+        assert result["diff"] < 1e-4 and difference < 1e-4

@@ -131,6 +131,61 @@ def test_rope_type_is_upstream_rope(single_rank_megatron):
     assert torch.equal(ours(128), upstream(128))
 
 
+def rotary_percent_logits(q: torch.Tensor, k: torch.Tensor, base: float,
+                          rotary_percent: float) -> torch.Tensor:
+    """Megatron-LM's `--rotary-percent` p as its docs define it, in float64: the head's first
+    r = int(p d) dims carry RoPE with b^(-2j/r); a = ceil(r/2) pairs (j, j + a); the rest pass."""
+    s, d = q.shape
+    width = int(d * rotary_percent)
+    a = (width + 1) // 2
+    positions = torch.arange(s, dtype=torch.float64)
+    delta = positions[:, None] - positions[None, :]
+    logits = q[:, 2 * a:] @ k[:, 2 * a:].T
+    for j in range(a):
+        t = base ** (-2.0 * j / width)
+        q0, q1, k0, k1 = q[:, j], q[:, j + a], k[:, j], k[:, j + a]
+        dot = q0[:, None] * k0[None, :] + q1[:, None] * k1[None, :]
+        cross = q0[:, None] * k1[None, :] - q1[:, None] * k0[None, :]
+        logits += dot * torch.cos(delta * t) + cross * torch.sin(delta * t)
+    return logits
+
+
+@pytest.mark.parametrize("d,rotary_percent", [(64, 0.5), (16, 0.6), (128, 0.25)])
+def test_rotary_percent_is_upstreams_block_rope(single_rank_megatron, d, rotary_percent):
+    """Megatron-LM's RoPE over a `--rotary-percent` block (read from its checkpoints) is
+    megatron-core's own module bit for bit, and its logits are the block RoPE's definition;
+    `inv_freq()` (what the HF export writes) lists the same frequencies."""
+    from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+
+    encoding = PositionEncodingConfig("rope", d, 10000.0, rotary_percent=rotary_percent)
+    ours = HopeRotaryEmbedding(encoding, use_cpu_initialization=True)
+    upstream = RotaryEmbedding(kv_channels=d, rotary_percent=rotary_percent, rotary_base=10000,
+                               use_cpu_initialization=True)
+    assert torch.equal(ours.inv_freq, upstream.inv_freq) and torch.equal(ours(96), upstream(96))
+    a = upstream.inv_freq.numel()
+    assert torch.equal(encoding.inv_freq()[:a], upstream.inv_freq.cpu())
+    assert encoding.rotated_pairs == a and not encoding.inv_freq()[a:].any()
+    torch.manual_seed(0)
+    q, k = torch.randn(96, d), torch.randn(96, d)
+    config = rotary_config(d)
+    logits = megatron_rotate(q, ours, config) @ megatron_rotate(k, ours, config).T
+    expected = rotary_percent_logits(q.double(), k.double(), 10000.0, rotary_percent)
+    torch.testing.assert_close(logits.double(), expected, rtol=0, atol=1e-4 * math.sqrt(d))
+
+
+def test_rotary_percent_belongs_to_rope_only():
+    with pytest.raises(ValueError, match=r"--rotary-percent .* drop --rotary-percent"):
+        PositionEncodingConfig("hope", 64, 10000.0, 512, rotary_percent=0.5)
+    with pytest.raises(ValueError, match=r"--rotary-percent \(0.01\) rotates .* = 0"):
+        PositionEncodingConfig("rope", 64, 10000.0, rotary_percent=0.01)
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        PositionEncodingConfig("rope", 64, 10000.0, rotary_percent=1.5)
+    full = PositionEncodingConfig("rope", 64, 10000.0)
+    assert "rotary_percent" not in full.to_dict()  # old metadata reads and compares unchanged
+    block = PositionEncodingConfig("rope", 64, 10000.0, rotary_percent=0.5)
+    assert PositionEncodingConfig.from_dict(block.to_dict()) == block
+
+
 def test_none_has_no_rotary_module():
     with pytest.raises(ValueError, match="position_embedding_type='none'"):
         HopeRotaryEmbedding(PositionEncodingConfig("none", 64, 10000.0, 512))
