@@ -15,7 +15,8 @@ Usable from a user's own Megatron-LM script too:
   `gpt_builder` (specs, MoE, MTP, VPP stage, `pg_collection`, yaml config: every choice stays
   upstream's) and only swaps the class it instantiates for `HopeGPTModel`. Without a HoPE
   type (Megatron-LM's learned_absolute, yarn, mrope, relative, or its RoPE with
-  `--rotary-percent`) it is Megatron-LM's GPTModel, unchanged.
+  `--rotary-percent`) it is Megatron-LM's GPTModel, unchanged. From core_v0.19.0 on, the
+  ModelConfig path does the same through `model_builders` (`HopeGPTModelConfig`).
 - `write_checkpoint_run_metadata`: `hope_run.json` beside a checkpoint Megatron-LM saved, as
   `hope-pretrain` writes it, so `hope-convert`, `hope-eval` and `hope-pretrain --load` read it.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,19 +111,20 @@ def position_encoding_from_args(args: argparse.Namespace) -> PositionEncodingCon
     )
 
 
-def _hope_model_class(encoding: PositionEncodingConfig):
-    """Stands in for `GPTModel` in Megatron-LM's `gpt_builder`: takes the keywords it passes and
-    builds `HopeGPTModel`, whose rotary module is decided by `encoding` alone."""
+def _hope_model_factory(model_class, encoding: PositionEncodingConfig):
+    """Stands in for `GPTModel` (or `HybridModel`) in Megatron-LM's builders: takes the keywords
+    they pass and builds `model_class`, whose rotary module is decided by `encoding` alone (it
+    drops the rotary keywords the builder passes)."""
 
     def build(*, position_embedding_type=None, rotary_percent=1.0, rotary_base=None,
-              rope_scaling=False, **gpt_model_kwargs) -> HopeGPTModel:
-        return HopeGPTModel(position_encoding=encoding, **gpt_model_kwargs)
+              rope_scaling=False, **model_kwargs):
+        return model_class(position_encoding=encoding, **model_kwargs)
 
     return build
 
 
 @contextlib.contextmanager
-def _builds(module: Any, class_name: str, replacement: Any):
+def _class_swapped(module: Any, class_name: str, replacement: Any):
     """`module.class_name` is `replacement` for the duration of one model build."""
     if not hasattr(module, class_name):
         raise ValueError(
@@ -136,18 +139,33 @@ def _builds(module: Any, class_name: str, replacement: Any):
         setattr(module, class_name, original)
 
 
+def built_as(model_class, encoding: PositionEncodingConfig, module: Any, class_name: str,
+             build: Callable[[], Any]):
+    """`build()`, one of Megatron-LM's builders run unchanged, with `module.class_name` (the
+    class it instantiates) standing for `model_class` (`HopeGPTModel`, `HopeHybridModel`) with
+    `encoding`. Checks that it built ours: a version that instantiates its model another way
+    would otherwise train upstream's model, silently."""
+    with _class_swapped(module, class_name, _hope_model_factory(model_class, encoding)):
+        model = build()
+    if not isinstance(model, model_class):
+        raise ValueError(
+            f"{module.__name__} built {type(model).__name__}, not {model_class.__name__}: this "
+            "Megatron-LM version builds its model another way (tested: core_v0.16.1, "
+            "core_v0.19.0)")
+    return model
+
+
 def hope_gpt_builder(args, pre_process, post_process, vp_stage=None, config=None,
                      pg_collection=None):
     """Megatron-LM's `gpt_builder`, building `HopeGPTModel` (see the module docstring)."""
     import gpt_builders  # Megatron-LM's, beside its pretrain_gpt.py
 
+    build = functools.partial(gpt_builders.gpt_builder, args, pre_process, post_process,
+                              vp_stage, config=config, pg_collection=pg_collection)
     encoding = position_encoding_from_args(args)
     if encoding is None:
-        return gpt_builders.gpt_builder(args, pre_process, post_process, vp_stage,
-                                        config=config, pg_collection=pg_collection)
-    with _builds(gpt_builders, "GPTModel", _hope_model_class(encoding)):
-        return gpt_builders.gpt_builder(args, pre_process, post_process, vp_stage,
-                                        config=config, pg_collection=pg_collection)
+        return build()
+    return built_as(HopeGPTModel, encoding, gpt_builders, "GPTModel", build)
 
 
 def architecture_from_args(args: argparse.Namespace,

@@ -4,7 +4,8 @@ All start from one initial checkpoint (iteration 0, saved by `hope-pretrain`) lo
 on the golden corpus's `.bin/.idx`, with the same flags (`megatron_lm_runs.model_flags`):
 
 - `hope_run`: `hope-pretrain`, saving at `RESUME_AT` and at the end;
-- `megatron_lm_run`: Megatron-LM's `pretrain()`, the same;
+- `megatron_lm_run`: Megatron-LM's `pretrain()`, the same (on core_v0.19.0 through its
+  ModelConfig path, `HopeGPTModelConfig`; on core_v0.16.1 through `model_provider`);
 - `megatron_lm_tp2_run`: Megatron-LM at TP=2 with the distributed optimizer, saving at
   `RESUME_AT` (a checkpoint of the distributed optimizer's `dp_reshardable` form at TP=2).
 """

@@ -113,9 +113,12 @@ def megatron_lm_env(folder: Path, rank: int, world_size: int, port: int) -> dict
 
 
 def run_megatron_lm(folder: Path, flags: list[str], cwd: Path, ranks: int = 1,
-                    timeout: float = 400, upstream: bool = False) -> dict:
+                    timeout: float = 400, upstream: bool = False,
+                    legacy_model_provider: bool = False) -> dict:
     """`tools/pretrain_hope_gpt.py` with Megatron-LM's `pretrain()` on `ranks` processes
-    (`upstream`: Megatron-LM's own `pretrain_gpt.py`, without our plug-in).
+    (`upstream`: Megatron-LM's own `pretrain_gpt.py`, without our plug-in;
+    `legacy_model_provider`: the launcher's `partial(model_provider, hope_gpt_builder)` where
+    the tag also has the ModelConfig path).
 
     Returns {"losses": {iteration: lm loss}, "grad_norms": ..., "output": all ranks' logs}.
     """
@@ -124,7 +127,8 @@ def run_megatron_lm(folder: Path, flags: list[str], cwd: Path, ranks: int = 1,
     port = _free_port()
     argv = [sys.executable, "-m", "tests.integrations.megatron_lm_driver",
             "--megatron-lm-path", str(folder), *MEGATRON_LM_CPU_FLAGS, *flags,
-            *(["--upstream"] if upstream else [])]
+            *(["--upstream"] if upstream else []),
+            *(["--legacy-model-provider"] if legacy_model_provider else [])]
     cwd.mkdir(parents=True, exist_ok=True)
     procs = [subprocess.Popen(argv, cwd=cwd, env=megatron_lm_env(folder, rank, ranks, port),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

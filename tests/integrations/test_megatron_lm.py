@@ -58,6 +58,25 @@ def test_megatron_lms_own_encodings_read_as_ours_or_are_named():
         checkpoint_position_encoding(args)
 
 
+def test_a_megatron_lm_that_builds_its_model_another_way_is_named():
+    """`built_as` swaps the class a builder instantiates; a builder that reaches its model
+    class by another name would build upstream's model: an error, never a silent RoPE run."""
+    import types
+
+    from megatron_hope.integrations.megatron_lm import built_as
+    from megatron_hope.megatron.model import HopeGPTModel
+    from megatron_hope.rope.config import PositionEncodingConfig
+
+    encoding = PositionEncodingConfig("hope", 16, 10000.0, SEQ_LENGTH)
+    builders = types.SimpleNamespace(__name__="gpt_builders", GPTModel=dict)
+    with pytest.raises(ValueError, match="gpt_builders built dict, not HopeGPTModel"):
+        built_as(HopeGPTModel, encoding, builders, "GPTModel", dict)  # not through the name
+    assert builders.GPTModel is dict  # restored
+    with pytest.raises(ValueError, match="gpt_builders has no GPTModel"):
+        built_as(HopeGPTModel, encoding, types.SimpleNamespace(__name__="gpt_builders"),
+                 "GPTModel", dict)
+
+
 def test_launcher_says_how_to_get_megatron_lm(monkeypatch, capsys):
     monkeypatch.delenv(launcher.ENV_VAR, raising=False)
     assert launcher.main(["--train-iters", "1"]) == 2
