@@ -104,6 +104,28 @@ def find_megatron_lm(path: str | None, script: PretrainScript = GPT) -> Path:
                          f"{', '.join(missing)}): {_how_to_get_it(script.oldest_tag)}")
     return folder
 
+def check_dataset_helpers_build(folder: Path) -> None:
+    """Megatron-LM's initialize runs megatron-core's `compile_helpers` (`make -C` its datasets
+    folder) on rank 0 and ends the job when make fails. PyPI's megatron-core ships the helpers
+    compiled, beside `helpers.cpp`, but without the Makefile: say so, with the fix, before the
+    job starts. Nothing to check where that step runs no make (the CPU shim replaces it)."""
+    from megatron.core.datasets import utils
+
+    if getattr(utils.compile_helpers, "__module__", None) != utils.__name__:
+        return
+    datasets = Path(utils.__file__).resolve().parent
+    if (datasets / "Makefile").is_file():
+        return
+    makefile = folder / "megatron" / "core" / "datasets" / "Makefile"
+    fix = (f"cp {makefile} {datasets}/" if makefile.is_file() else
+           f"copy megatron/core/datasets/Makefile of the same Megatron-LM tag into {datasets}/")
+    raise ValueError(
+        f"{datasets} holds megatron-core's compiled dataset helpers but no Makefile (as PyPI's "
+        "wheel ships them); Megatron-LM's initialize runs `make -C` there on rank 0 and stops "
+        f"the job when it fails: {fix} (make then finds the helpers up to date; it needs "
+        "python3-config and pybind11). The Docker image does this at build time.")
+
+
 def split_path_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     """(`--megatron-lm-path` value, the remaining flags for Megatron-LM's parser)."""
     rest, path, index = [], None, 0
@@ -213,6 +235,7 @@ def main(argv: list[str] | None = None, script: PretrainScript = GPT,
     try:
         path, rest = split_path_flag(argv)
         folder = find_megatron_lm(path, script)
+        check_dataset_helpers_build(folder)
     except ValueError as error:
         print(f"{script.tool}: {error}", file=sys.stderr)
         return 2

@@ -77,6 +77,23 @@ def test_a_megatron_lm_that_builds_its_model_another_way_is_named():
                  "GPTModel", dict)
 
 
+def test_launcher_names_the_dataset_helpers_makefile_pypi_lacks(megatron_lm_folder, capsys):
+    """Outside the CPU shim (a GPU run), Megatron-LM's rank 0 runs `make -C` in megatron-core's
+    datasets folder: a wheel without the Makefile is named before the job starts."""
+    from pathlib import Path
+
+    from megatron.core.datasets import utils
+
+    datasets = Path(utils.__file__).resolve().parent
+    if (datasets / "Makefile").is_file():
+        pytest.skip(f"this megatron-core has its Makefile ({datasets})")
+    assert launcher.main(["--megatron-lm-path", str(megatron_lm_folder),
+                          "--train-iters", "1"]) == 2
+    message = capsys.readouterr().err
+    assert f"{datasets} holds megatron-core's compiled dataset helpers but no Makefile" in message
+    assert "megatron/core/datasets/Makefile" in message, message
+
+
 def test_launcher_says_how_to_get_megatron_lm(monkeypatch, capsys):
     monkeypatch.delenv(launcher.ENV_VAR, raising=False)
     assert launcher.main(["--train-iters", "1"]) == 2
