@@ -11,7 +11,8 @@ times each run as a fresh subprocess, wall clock from launch to exit:
 - hope-preprocess, 2 workers, on both sizes: throughput at scale is the slope between the two
   (start-up subtracted), start-up is the intercept; peak RSS of the parent and of the largest
   worker at both sizes (flat as the input grows);
-- hope-preprocess, 1 worker, on the big file: the speedup of 2 workers inside one file;
+- hope-preprocess, 1 worker, on the big file (with its tokenizer on 1 thread, and with its
+  default threads): the speedup of 2 workers inside one file;
 - a tiny input (one document): end-to-end start-up as a user sees it;
 - Megatron-LM's `tools/preprocess_data.py --workers 2` (the archive in ../shared/megatron-lm/,
   unpacked into the work directory) on `--megatron-mb` and a quarter of it: its rate at scale
@@ -35,7 +36,20 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MEGATRON_ARCHIVE = "megatron-lm-core_v0.16.1.tar.gz"
+MEGATRON_ARCHIVES = {"0.16": "megatron-lm-core_v0.16.1.tar.gz",
+                     "0.19": "megatron-lm-core_v0.19.0.tar.gz"}
+
+
+def megatron_archive() -> str:
+    """The Megatron-LM archive whose tools run on the installed megatron-core (a tag's
+    preprocess_data.py imports that release's megatron-core modules)."""
+    from importlib.metadata import version
+
+    series = ".".join(version("megatron-core").split(".")[:2])
+    if series not in MEGATRON_ARCHIVES:
+        raise SystemExit(f"megatron-core {series}: no Megatron-LM archive pairs with it "
+                         f"({', '.join(MEGATRON_ARCHIVES)})")
+    return MEGATRON_ARCHIVES[series]
 
 
 def generate_file(path: Path, size_mb: float, paragraphs: list[str], seed: int = 0) -> int:
@@ -209,8 +223,8 @@ def prepare(args, work: Path) -> dict:
                 }
             )
         )
-    folder = work / MEGATRON_ARCHIVE.removesuffix(".tar.gz")
-    archive = Path(args.megatron_archives) / MEGATRON_ARCHIVE
+    folder = work / megatron_archive().removesuffix(".tar.gz")
+    archive = Path(args.megatron_archives) / megatron_archive()
     if not folder.exists() and archive.exists():
         with tarfile.open(archive) as tar:
             tar.extractall(work, filter="data")
@@ -311,7 +325,7 @@ def report(args, files, best: dict, with_megatron: bool) -> None:
             f"{row['peak_child_rss_mb']:.0f} MB"
         )
     if not with_megatron:
-        print(f"Megatron-LM not run: {args.megatron_archives}/{MEGATRON_ARCHIVE} not found")
+        print(f"Megatron-LM not run: {args.megatron_archives}/{megatron_archive()} not found")
         return
     mlm_rate, mlm_startup = fit(best["megatron 2w mlm_small"], best["megatron 2w mlm_big"])
     ours_mlm = best["ours 2w mlm_big"]

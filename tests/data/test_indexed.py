@@ -145,3 +145,29 @@ def test_index_writer_equals_megatron_core_builder(tmp_path):
             assert ours == (tmp_path / f"builder{extension}").read_bytes(), (vocab_size, extension)
         index = read_index(tmp_path / "ours")
         assert index.dtype == dtype and index.document_indices.tolist() == [0, 1, 4, 6, 7]
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "buffered"])
+def test_concatenate_files_at_offsets_equals_appending_in_order(tmp_path, monkeypatch,
+                                                                 kernel_copy):
+    import os
+
+    from megatron_hope.data.indexed import concatenate_files
+
+    rng = numpy.random.default_rng(0)
+    parts = []
+    for index, size in enumerate([0, 1, 70_000, 3, 1 << 20]):
+        path = tmp_path / f"part{index}.bin"
+        path.write_bytes(rng.integers(0, 256, size, dtype=numpy.uint8).tobytes())
+        parts.append(path)
+    if not kernel_copy:  # a platform or filesystem pair without it
+        def unavailable(*args):
+            raise OSError("copy_file_range: not supported")
+
+        monkeypatch.setattr(os, "copy_file_range", unavailable, raising=False)
+    with open(tmp_path / "out.bin", "wb") as out:
+        out.write(b"head")
+        concatenate_files(parts, out, threads=3)
+        out.write(b"tail")  # the file position ends after the parts
+    expected = b"head" + b"".join(path.read_bytes() for path in parts) + b"tail"
+    assert (tmp_path / "out.bin").read_bytes() == expected

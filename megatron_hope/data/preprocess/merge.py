@@ -78,7 +78,8 @@ def merge_outputs(
         for key in config.json_keys:
             final = output_prefix(config, subset, key)
             merge_indexed_datasets(
-                [stem(shard.prefix, key, config.level) for shard, _ in records], final
+                [stem(shard.prefix, key, config.level) for shard, _ in records], final,
+                threads=config.workers,
             )
             counts = [record["keys"][key] for _, record in records]
             outputs[final] = {
