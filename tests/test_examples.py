@@ -158,8 +158,9 @@ def memory_estimate(args: list[str], world: int) -> MemoryEstimate:
             skip -= 1
         elif word in TE_ONLY:
             skip = TE_ONLY[word]
-        elif word == "--data-path":  # its files do not exist here
+        elif word == "--data-path":  # its files do not exist here: the shape is what counts
             skip = next(i for i, w in enumerate(args[position + 1:]) if w.startswith("--"))
+            kept.append("--mock-data")
         elif word == "transformer_engine":
             kept.append("local")
         else:

@@ -288,6 +288,8 @@ class PretrainConfig:
                 raise ValueError(f"{flag(name)} {path} exists and is not a directory")
         if self.data_path is not None:
             self._validate_data()
+        elif not self.mock_data:
+            self._refuse_unused_tokenizer()
 
     def _validate_data(self) -> None:
         from megatron_hope.training.data import parse_data_path  # local: data imports megatron
@@ -305,6 +307,18 @@ class PretrainConfig:
                 "--data-path needs the tokenizer that wrote it: --tokenizer-model (or "
                 "--vocab-file/--merge-file with --tokenizer-type GPT2BPETokenizer)"
             )
+
+    def _refuse_unused_tokenizer(self) -> None:
+        """Without --data-path the embedded default trains on its own sample corpus and
+        tokenizer: a tokenizer the user named would be silently replaced."""
+        for name in ("tokenizer_model", "vocab_file", "merge_file"):
+            value = getattr(self, name)
+            if value is not None:
+                raise ValueError(
+                    f"{flag(name)} {value} without --data-path: the embedded default would train "
+                    "on its own sample corpus and tokenizer instead; pass --data-path PREFIX "
+                    "(data written with this tokenizer, e.g. by hope-preprocess) or --mock-data, "
+                    f"or drop {flag(name)}")
 
     def layout(self, world_size: int) -> ParallelLayout:
         """The parallel layout for `world_size` ranks, checked against the batch sizes."""

@@ -82,6 +82,23 @@ def test_unreadable_tokenizer_is_a_clear_error(tmp_path, capsys):
     assert "--tokenizer-model" in capsys.readouterr().err
 
 
+def test_a_tokenizer_without_data_is_refused_not_replaced(tmp_path, capsys):
+    """The embedded default trains on its own sample corpus and tokenizer: a named tokenizer
+    without --data-path would silently be replaced by it."""
+    from megatron_hope.training.cli import main
+
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_text("{}")
+    with pytest.raises(SystemExit) as stopped:  # a usage error, as argparse reports one
+        main(["--tokenizer-model", str(tokenizer)])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--tokenizer-model {tokenizer} without --data-path" in error, error
+    mock = parse_config(["--mock-data", "--tokenizer-type", "NullTokenizer", "--vocab-size", "64",
+                         "--merge-file", str(tokenizer)])
+    assert mock.mock_data  # --mock-data names no corpus: nothing is replaced
+
+
 def test_megatron_flags_reach_the_config():
     config = parse_config([
         "--num-layers", "6", "--hidden-size", "512", "--num-attention-heads", "8",
