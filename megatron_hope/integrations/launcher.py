@@ -229,9 +229,34 @@ def run_pretrain(script: PretrainScript = GPT, model_config: bool = True) -> Non
         wrapped(container, *parts, **common)
 
 
+def usage(script: PretrainScript = GPT) -> str:
+    """`--help`: our flags, and where Megatron-LM's are described. Megatron-LM's own `--help`
+    cannot stand in: core_v0.19.0's parser raises while printing one of its help strings."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=f"{script.tool}.py", add_help=False,
+        usage=f"torchrun ... tools/{script.tool}.py [{PATH_FLAG} DIR] [HoPE flags] "
+              f"<Megatron-LM's {script.module}.py flags>",
+        description=f"Megatron-LM's own pretrain() with the forward_step and datasets of its "
+                    f"{script.module}.py, and megatron-hope's model.")
+    parser.add_argument(PATH_FLAG, metavar="DIR",
+                        help=f"the Megatron-LM checkout (default: ${ENV_VAR}); tested tags: "
+                             + ", ".join(TESTED_TAGS.values()))
+    add_hope_arguments(parser)
+    return parser.format_help() + (
+        f"\n--position-embedding-type also takes hope-pretrain's types (hope, rope, p-rope, none, "
+        f"ab1-ab3), spelled for Megatron-LM's parser as --position-embedding-type rope "
+        f"--hope-position-embedding-type TYPE. Every other flag is Megatron-LM's: see its "
+        f"megatron/training/arguments.py at your tag.\n")
+
+
 def main(argv: list[str] | None = None, script: PretrainScript = GPT,
          model_config: bool = True) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(usage(script))
+        return 0
     try:
         path, rest = split_path_flag(argv)
         folder = find_megatron_lm(path, script)

@@ -94,6 +94,13 @@ def test_launcher_names_the_dataset_helpers_makefile_pypi_lacks(megatron_lm_fold
     assert "megatron/core/datasets/Makefile" in message, message
 
 
+def test_launcher_help_is_its_own(capsys):
+    """Megatron-LM's core_v0.19.0 parser raises printing its own help: ours needs no checkout."""
+    assert launcher.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--megatron-lm-path" in text and "--hope-train-length" in text, text
+
+
 def test_launcher_says_how_to_get_megatron_lm(monkeypatch, capsys):
     monkeypatch.delenv(launcher.ENV_VAR, raising=False)
     assert launcher.main(["--train-iters", "1"]) == 2
