@@ -245,10 +245,10 @@ def usage(script: PretrainScript = GPT) -> str:
                              + ", ".join(TESTED_TAGS.values()))
     add_hope_arguments(parser)
     return parser.format_help() + (
-        f"\n--position-embedding-type also takes hope-pretrain's types (hope, rope, p-rope, none, "
-        f"ab1-ab3), spelled for Megatron-LM's parser as --position-embedding-type rope "
-        f"--hope-position-embedding-type TYPE. Every other flag is Megatron-LM's: see its "
-        f"megatron/training/arguments.py at your tag.\n")
+        "\n--position-embedding-type also takes hope-pretrain's types (hope, rope, p-rope, none, "
+        "ab1-ab3), spelled for Megatron-LM's parser as --position-embedding-type rope "
+        "--hope-position-embedding-type TYPE. Every other flag is Megatron-LM's: see its "
+        "megatron/training/arguments.py at your tag.\n")
 
 
 def main(argv: list[str] | None = None, script: PretrainScript = GPT,
