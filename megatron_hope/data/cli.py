@@ -33,6 +33,7 @@ warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not i
 
 from megatron_hope.data.preprocess.config import LOG_INTERVAL  # noqa: E402
 from megatron_hope.data.tokenizer_args import TokenizerArgs, add_tokenizer_arguments  # noqa: E402
+from megatron_hope.flag_checks import check_range  # noqa: E402
 
 
 def preprocess_parser() -> argparse.ArgumentParser:
@@ -235,9 +236,36 @@ def train_tokenizer_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_TRAINED_VOCAB = 1 << 24
+"""The largest `--vocab-size` hope-train-tokenizer takes: far above any real vocabulary (32k-256k);
+a typo such as 10**12 would otherwise run until memory is gone."""
+
+
+def _check_train_tokenizer_flags(parser: argparse.ArgumentParser, args) -> None:
+    """Usage errors (exit 2) naming the flag, before any input is read."""
+    from megatron_hope.data.tokenizer import minimum_vocab_size
+
+    try:
+        check_range("vocab_size", args.vocab_size, minimum_vocab_size(), MAX_TRAINED_VOCAB,
+                    high_included=True)
+        if args.max_documents is not None:
+            check_range("max_documents", args.max_documents, 1)
+    except ValueError as error:
+        parser.error(str(error))
+    output = Path(args.output)
+    if output.suffix == ".json" and output.is_dir():
+        parser.error(f"--output {output} is a directory; name the file (or the directory "
+                     "without .json) to write tokenizer.json into")
+    if output.suffix != ".json" and output.exists() and not output.is_dir():
+        parser.error(f"--output {output} exists and is not a directory; give a directory or a "
+                     "path ending in .json")
+
+
 def train_tokenizer_main(argv: list[str] | None = None) -> int:
     """`hope-train-tokenizer`: the output works with --tokenizer-type HuggingFaceTokenizer."""
-    args = train_tokenizer_parser().parse_args(argv)
+    parser = train_tokenizer_parser()
+    args = parser.parse_args(argv)
+    _check_train_tokenizer_flags(parser, args)
     from itertools import islice
 
     from megatron_hope.data import inputs, readers
@@ -245,6 +273,9 @@ def train_tokenizer_main(argv: list[str] | None = None) -> int:
 
     try:
         files = inputs.discover_inputs(args.input)
+    except ValueError as error:
+        parser.error(str(error))  # it names --input and the path
+    try:
 
         def texts():
             for path in files:

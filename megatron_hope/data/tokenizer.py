@@ -70,6 +70,12 @@ def train_bpe_tokenizer(
     )
 
 
+def minimum_vocab_size(special_tokens: Sequence[str] = (EOD_TOKEN, PAD_TOKEN)) -> int:
+    """The smallest byte-level BPE vocabulary with room for one merge: the 256 byte tokens, the
+    special tokens, one more."""
+    return len(pre_tokenizers.ByteLevel.alphabet()) + len(special_tokens) + 1
+
+
 def train_bpe_tokenizer_from_texts(
     texts: Iterable[str],
     output_path: str | os.PathLike,
@@ -77,7 +83,7 @@ def train_bpe_tokenizer_from_texts(
     special_tokens: Sequence[str] = (EOD_TOKEN, PAD_TOKEN),
 ) -> Path:
     """`train_bpe_tokenizer` on any stream of texts (what `hope-train-tokenizer` feeds it)."""
-    minimum = len(pre_tokenizers.ByteLevel.alphabet()) + len(special_tokens) + 1
+    minimum = minimum_vocab_size(special_tokens)
     if vocab_size < minimum:
         raise ValueError(
             f"vocab_size ({vocab_size}) leaves no room for merges after the 256 byte tokens and "

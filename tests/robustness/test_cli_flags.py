@@ -1,4 +1,4 @@
-"""Every combination of flags of the four CLIs gives a run or exit status 2 naming a flag.
+"""Every combination of flags of the six CLIs gives a run or exit status 2 naming a flag.
 
     python -m pytest -x -q tests/robustness/test_cli_flags.py
 
@@ -12,6 +12,8 @@ stops where the real work would start, at a stub that raises `ReachedWork`:
 | hope-convert | `ensure_single_process` (before the checkpoint is read) |
 | hope-preprocess | `schedule.encode_pending` (inputs planned, tokenizer backend chosen) |
 | hope-eval | `load_scorer` (before the model is loaded; `report` runs to the end) |
+| hope-rope | nowhere: it only computes the frequency table, so every run goes to the end |
+| hope-train-tokenizer | `train_bpe_tokenizer_from_texts` (inputs found, flags checked) |
 
 Hypothesis is derandomized: CI sees the same command lines every run.
 """
@@ -78,6 +80,22 @@ def test_hope_eval_flags(fuzz_paths, scratch_cwd):
     valid["report"] = ["--output-dir", "report"]
     fuzz_cli(main, build_parser(), fuzz_paths, VALID_EXAMPLES, valid,
              {"megatron_hope.eval.scorers.load_scorer": reach_work}, max_examples=500)
+
+
+def test_hope_rope_flags(fuzz_paths, scratch_cwd):
+    from megatron_hope.rope.cli import build_parser, main
+
+    fuzz_cli(main, build_parser(), fuzz_paths, VALID_EXAMPLES, {None: []}, {}, max_examples=300)
+
+
+def test_hope_train_tokenizer_flags(fuzz_paths, scratch_cwd):
+    from megatron_hope.data.cli import train_tokenizer_main, train_tokenizer_parser
+
+    valid = ["--input", fuzz_paths.valid["jsonl"], "--output", "tokenizer/"]
+    fuzz_cli(train_tokenizer_main, train_tokenizer_parser(), fuzz_paths, VALID_EXAMPLES,
+             {None: valid},
+             {"megatron_hope.data.tokenizer.train_bpe_tokenizer_from_texts": reach_work},
+             max_examples=300)
 
 
 def _deep_pretrain_fuzz(rank, paths, max_examples):
