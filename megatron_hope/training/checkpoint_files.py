@@ -106,7 +106,10 @@ def publish_directory(staging: Path, final: Path) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    """True while a process with this id exists on this machine (or we may not signal it)."""
+    """True while a process with this id runs on this machine (or we may not signal it).
+
+    A zombie counts as gone: it has exited and only waits to be reaped, which under a container
+    init that never reaps (bash as PID 1) is forever; its staging directories are stale."""
     if pid <= 0:
         return False
     try:
@@ -115,7 +118,11 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # no procfs (not Linux), or it went in between: as signalled
+        return True
+    return "\nState:\tZ" not in status
 
 
 def remove_stale_staging(parent: Path, prefix: str = "") -> list[Path]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from megatron_hope.training.checkpoint_files import pid_alive
 from tests.distributed import free_port
 
 REQUIRED_COMMANDS = ("munged", "slurmctld", "slurmd", "srun", "sbatch", "scontrol", "sinfo",
@@ -55,21 +56,6 @@ def missing_requirements() -> str | None:
 
 def _command(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie left for a non-reaping init counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True
-    return "\nState:\tZ" not in status
 
 
 def _read_pid(path: Path) -> int | None:
@@ -176,14 +162,14 @@ def _spawn(argv: list[str], log: Path, **kwargs) -> None:
 
 def _stop(pid_file: Path) -> None:
     pid = _read_pid(pid_file)
-    if pid is None or not _alive(pid):
+    if pid is None or not pid_alive(pid):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

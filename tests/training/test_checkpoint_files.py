@@ -7,6 +7,8 @@ import json
 import logging
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,16 +64,22 @@ def test_no_checkpoint_is_none_and_nothing_complete_is_an_error(tmp_path):
 def test_stale_staging_of_dead_processes_goes_and_a_live_ones_stays(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
+    # Exited but never reaped (as under a container init that does not reap): gone too.
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while "\nState:\tZ" not in Path(f"/proc/{zombie.pid}/status").read_text():
+        time.sleep(0.01)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        for pid in (dead.pid, live.pid):
+        for pid in (dead.pid, zombie.pid, live.pid):
             (tmp_path / f"iter_0000004.incomplete-{pid}").mkdir()
         removed = checkpoint_files.remove_stale_staging(tmp_path, prefix="iter_")
-        assert [path.name for path in removed] == [f"iter_0000004.incomplete-{dead.pid}"]
+        assert sorted(path.name for path in removed) == sorted(
+            f"iter_0000004.incomplete-{pid}" for pid in (dead.pid, zombie.pid))
         assert (tmp_path / f"iter_0000004.incomplete-{live.pid}").is_dir()
     finally:
         live.kill()
         live.wait()
+        zombie.wait()
 
 
 def test_publish_replaces_a_directory_whole(tmp_path):
