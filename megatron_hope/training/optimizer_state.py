@@ -21,6 +21,23 @@ def _torch_adams(optimizer):
             yield torch_optimizer
 
 
+def _adam_step(value: float, group: dict, param: torch.Tensor) -> torch.Tensor:
+    """A parameter's `step` as torch's Adam keeps it: on the parameter's device where the group
+    is capturable or fused (its step then runs on the device), else a host scalar."""
+    if group.get("capturable") or group.get("fused"):
+        return torch.tensor(float(value), dtype=torch.float32, device=param.device)
+    return torch.tensor(float(value))
+
+
+def _stepped_states(torch_optimizer):
+    """(group, param, state) of every parameter whose Adam state has a `step`."""
+    for group in torch_optimizer.param_groups:
+        for param in group["params"]:
+            state = torch_optimizer.state.get(param)
+            if state and "step" in state:
+                yield group, param, state
+
+
 def initialize_empty_adam_state(optimizer) -> None:
     """Give a never-stepped torch Adam its per-parameter state before loading into it.
 
@@ -33,7 +50,7 @@ def initialize_empty_adam_state(optimizer) -> None:
             for param in group["params"]:
                 state = torch_optimizer.state[param]
                 if not state:
-                    state["step"] = torch.tensor(0.0)
+                    state["step"] = _adam_step(0.0, group, param)
                     state["exp_avg"] = torch.zeros_like(param)
                     state["exp_avg_sq"] = torch.zeros_like(param)
 
@@ -65,9 +82,8 @@ def restore_adam_steps(optimizer, loaded_state: Any) -> None:
         return
     step = steps.pop()
     for torch_optimizer in _torch_adams(optimizer):
-        for state in torch_optimizer.state.values():
-            if "step" in state:
-                state["step"] = torch.tensor(step)
+        for group, param, state in _stepped_states(torch_optimizer):
+            state["step"] = _adam_step(step, group, param)
 
 
 def check_loadable_optimizer_form(load_dir, content: dict[str, Any], optimizer) -> None:
@@ -92,10 +108,6 @@ def restore_adam_steps_from_param_groups(optimizer) -> None:
     step is in torch Adam's param groups, its per-parameter `step` still what it was before
     (see `restore_adam_steps`)."""
     for torch_optimizer in _torch_adams(optimizer):
-        for group in torch_optimizer.param_groups:
-            if group.get("step") is None:
-                continue
-            for param in group["params"]:
-                state = torch_optimizer.state.get(param)
-                if state and "step" in state:
-                    state["step"] = torch.tensor(float(group["step"]))
+        for group, param, state in _stepped_states(torch_optimizer):
+            if group.get("step") is not None:
+                state["step"] = _adam_step(group["step"], group, param)
