@@ -121,21 +121,22 @@ def rotary_fields(arch: ModelArchitecture, target: str, scaling: RopeScaling | N
     a = int((inv != 0).sum())
     if encoding.rotary_block:
         # Megatron-LM's --rotary-percent: b^(-2j/r) over r = int(p d) dims is the full-width
-        # RoPE of base b^(d/r), cut after a pairs; the rows move between layouts (weight_map).
+        # RoPE of base b^(d/r), cut after a pairs, by construction (rotary_percent_inv_freq);
+        # the rows move between layouts (weight_map).
         try:
             check_scaling_of_rotary_percent(encoding.rotary_percent, scaling)
         except ValueError as error:
             raise ConversionError(str(error)) from None
         b = b ** (d / rotary_percent_width(d, encoding.rotary_percent))
-        original = inv
     else:
         original = rope_inv_freq(d, b)
-    prefix = bool((inv[:a] == original[:a]).all()) and bool((inv[a:] == 0).all())
-    if not prefix:
-        raise ConversionError(
-            f"position_embedding_type {kind} turns pairs at frequencies that are not the first "
-            f"{a} RoPE frequencies of base {b:g} followed by zeros; neither --target llama "
-            "(proportional) nor --target phi3 (contiguous partial rotary) can express it")
+        prefix = bool((inv[:a] == original[:a]).all()) and bool((inv[a:] == 0).all())
+        if not prefix:
+            raise ConversionError(
+                f"position_embedding_type {kind} turns pairs at frequencies that are not the "
+                f"first {a} RoPE frequencies of base {b:g} followed by zeros; neither --target "
+                "llama (proportional) nor --target phi3 (contiguous partial rotary) can express "
+                "it")
     if target == "phi3" and a == 0:
         raise ConversionError(
             "position_embedding_type none (NoPE) has no rotated pair: Phi3 cannot express it "

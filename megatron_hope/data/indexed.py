@@ -19,7 +19,7 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
+from itertools import accumulate, islice
 from pathlib import Path
 from typing import Protocol
 
@@ -330,7 +330,7 @@ def concatenate_files(sources: Sequence[str | os.PathLike], destination,
     destination.flush()
     start = destination.tell()
     sizes = [os.path.getsize(source) for source in sources]
-    offsets = [start + sum(sizes[:i]) for i in range(len(sizes))]
+    *offsets, end = accumulate(sizes, initial=start)
     output = destination.fileno()
 
     def copy(index: int) -> None:
@@ -353,7 +353,7 @@ def concatenate_files(sources: Sequence[str | os.PathLike], destination,
             with open(source, "rb") as part:
                 shutil.copyfileobj(part, destination, 16 << 20)
         return
-    destination.seek(start + sum(sizes))
+    destination.seek(end)
 
 
 def merge_indexed_datasets(

@@ -75,6 +75,11 @@ def megatron_lm_argv(argv: list[str]) -> list[str]:
     return [*rest, "--position-embedding-type", megatron_kind, HOPE_TYPE_FLAG, kind]
 
 
+def _kv_channels(args: argparse.Namespace) -> int:
+    """The head dimension Megatron-LM derives: --kv-channels, else hidden / heads."""
+    return args.kv_channels or args.hidden_size // args.num_attention_heads
+
+
 def position_encoding_from_args(args: argparse.Namespace) -> PositionEncodingConfig | None:
     """Our position encoding for Megatron-LM's parsed args; None where Megatron-LM's own model
     is the right one (no `--hope-position-embedding-type`: its own types, RoPE over a
@@ -100,7 +105,7 @@ def position_encoding_from_args(args: argparse.Namespace) -> PositionEncodingCon
             f"--use-rope-scaling (Llama 3.1 frequency scaling) is not defined for "
             f"--position-embedding-type {kind}; drop it"
         )
-    kv_channels = args.kv_channels or args.hidden_size // args.num_attention_heads
+    kv_channels = _kv_channels(args)
     return PositionEncodingConfig(
         position_embedding_type=kind,
         kv_channels=kv_channels,
@@ -255,7 +260,7 @@ def checkpoint_position_encoding(args: argparse.Namespace) -> PositionEncodingCo
     if encoding is not None:
         return encoding
     kind = args.position_embedding_type
-    kv_channels = args.kv_channels or args.hidden_size // args.num_attention_heads
+    kv_channels = _kv_channels(args)
     rotary_percent = getattr(args, "rotary_percent", 1.0)
     unsupported = [
         setting for setting, present in (

@@ -112,7 +112,7 @@ def rotary_percent_inv_freq(kv_channels: int, rotary_base: float,
     """
     _validate_geometry(kv_channels, rotary_base)
     width = rotary_percent_width(kv_channels, rotary_percent)
-    block = 1.0 / (rotary_base ** (torch.arange(0, width, 2, dtype=torch.float32) / width))
+    block = rope_inv_freq(width, rotary_base)  # upstream's expression at the block's width
     frequencies = torch.zeros(kv_channels // 2, dtype=torch.float32)
     frequencies[: block.numel()] = block
     return frequencies

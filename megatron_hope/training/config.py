@@ -71,8 +71,7 @@ class ParallelLayout:
     """Ranks that split each sequence; they share one data-parallel rank's batch."""
 
     def __post_init__(self) -> None:
-        model_parallel = (self.tensor_model_parallel_size * self.pipeline_model_parallel_size
-                          * self.context_parallel_size)
+        model_parallel = self.model_parallel_size
         if self.tensor_model_parallel_size < 1 or self.pipeline_model_parallel_size < 1:
             raise ValueError("--tensor-model-parallel-size and --pipeline-model-parallel-size "
                              "must be at least 1")
@@ -86,10 +85,14 @@ class ParallelLayout:
             )
 
     @property
+    def model_parallel_size(self) -> int:
+        """Ranks that hold one replica of the model and its batch: TP x PP x CP."""
+        return (self.tensor_model_parallel_size * self.pipeline_model_parallel_size
+                * self.context_parallel_size)
+
+    @property
     def data_parallel_size(self) -> int:
-        return self.world_size // (self.tensor_model_parallel_size
-                                   * self.pipeline_model_parallel_size
-                                   * self.context_parallel_size)
+        return self.world_size // self.model_parallel_size
 
 
 @dataclass(frozen=True)
